@@ -1,0 +1,163 @@
+"""Every message that crosses NATS, as pydantic models, with one orjson codec.
+
+``encode(model) -> bytes`` and ``decode(Model, data) -> Model`` are the only
+way messages are (de)serialised. Credentials travel only as a Fernet token
+(``EncryptedCredentials``), decrypted in the fetcher's memory and nowhere else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.metric_tables import TableName
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MessageDecodeError(ValueError):
+    """A message body that is not valid JSON or not the expected model."""
+
+
+M = TypeVar("M", bound=Message)
+
+
+def encode(message: Message) -> bytes:
+    return orjson.dumps(message.model_dump(mode="json"))
+
+
+def decode(model: type[M], data: bytes) -> M:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise MessageDecodeError(
+            f"{model.__name__}: {exc.error_count()} error(s): "
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+            )
+        ) from None
+
+
+SyncKind = Literal["incremental", "full"]
+SyncTriggerSource = Literal["schedule", "account_created", "startup", "manual"]
+JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
+
+
+# --- admin -> scheduler -------------------------------------------------------------------
+
+
+class AccountEvent(Message):
+    """airbnb.accounts.{created,updated,deleted,restored}"""
+
+    event: Literal["created", "updated", "deleted", "restored"]
+    account_id: str
+    credentials_changed: bool = False
+    at: dt.datetime
+
+
+class SyncTriggerRequest(Message):
+    """Request on airbnb.sync.trigger (core NATS request/reply)."""
+
+    account_id: str
+    full: bool = False
+
+
+class SyncTriggerReply(Message):
+    job_id: uuid.UUID | None = None
+    # set instead of job_id when the scheduler refuses: not_found, inactive, deleted,
+    # needs_credentials, invalid_request, internal
+    error: str | None = None
+    detail: str | None = None
+
+
+# --- scheduler -> fetcher -----------------------------------------------------------------
+
+
+class EncryptedCredentials(Message):
+    """The cookie as a Fernet token; the rest is not secret."""
+
+    cookie_token: str
+    x_client_version: str
+    user_agent: str
+
+
+class SyncRequest(Message):
+    """airbnb.sync.requested: fetch one account's window for one scrape day."""
+
+    job_id: uuid.UUID
+    account_id: str
+    kind: SyncKind
+    trigger: SyncTriggerSource
+    scrape_day: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    credentials: EncryptedCredentials
+    requested_at: dt.datetime
+
+
+# --- fetcher -> writer --------------------------------------------------------------------
+
+
+class RowBatch(Message):
+    """airbnb.sync.rows.{table}: one chunk of one listing's rows for one table.
+
+    Rows are plain dicts keyed by the table's columns (dates as ISO strings on the
+    wire); (job_id, listing_id, table, chunk_no) names the chunk for the ledger.
+    """
+
+    job_id: uuid.UUID
+    account_id: str
+    listing_id: str
+    table: TableName
+    chunk_no: int = Field(ge=0)
+    scrape_day: dt.date
+    rows: list[dict[str, Any]]
+
+
+class ListingResult(Message):
+    """airbnb.sync.progress: a listing is fully published (with its chunk counts) or failed."""
+
+    job_id: uuid.UUID
+    account_id: str
+    listing_id: str
+    internal_name: str | None = None
+    listing_name: str | None = None
+    status: Literal["published", "failed"]
+    # chunks published per table; the writer commits the listing once all are in
+    chunks: dict[TableName, int] = Field(default_factory=dict)
+    rows: dict[TableName, int] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class JobEvent(Message):
+    """airbnb.sync.events: job-level facts from the fetcher."""
+
+    job_id: uuid.UUID
+    account_id: str
+    event: Literal["started", "auth_failed", "failed"]
+    listings_total: int | None = None
+    listing_ids: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    at: dt.datetime
+
+
+# --- anyone -> dead letters ---------------------------------------------------------------
+
+
+class DeadLetter(Message):
+    """airbnb.deadletter.{service}: a message that could not be handled, and why."""
+
+    service: str
+    subject: str
+    stream_sequence: int | None = None
+    deliveries: int
+    reason: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    payload: str  # the original bytes, base64-encoded
+    at: dt.datetime

