@@ -89,7 +89,10 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_server.url)
     yield client
-    await client.drain()
+    if client.is_connected:
+        await client.drain()
+    else:
+        await client.close()
 
 
 @pytest.fixture(scope="session")

