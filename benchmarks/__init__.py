@@ -1,0 +1,1 @@
+"""Standalone benchmark scripts, run as ``python -m benchmarks.<name>`` (not pytest tests)."""
