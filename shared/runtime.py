@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 import nats
@@ -25,12 +26,16 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+# Imported for its side effect: every project metric is registered, so /metrics lists
+# them all (at zero) in every process.
+import shared.metrics  # noqa: F401
 from shared import topology
 from shared.db import create_pool
 
 log = logging.getLogger("sync_airbnb.runtime")
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+T = TypeVar("T")
 Worker = Callable[[web.Application, asyncio.Event], Awaitable[None]]
 
 
@@ -106,30 +111,50 @@ async def error_middleware(
 # --- resources as cleanup contexts --------------------------------------------------------
 
 
+class StoppedDuringStartup(Exception):
+    """SIGTERM/SIGINT arrived while a dependency was still being waited for."""
+
+
 async def _retry_until_stopped(
-    state: RuntimeState, what: str, attempt: Callable[[], Awaitable[object]]
-) -> object:
+    state: RuntimeState,
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    attempt_timeout: float = 5.0,
+) -> T:
+    """Try ``attempt`` until it succeeds, backing off, and give up only on a stop signal."""
     delay = 0.5
     while True:
+        task = asyncio.ensure_future(asyncio.wait_for(attempt(), timeout=attempt_timeout))
+        stop = asyncio.ensure_future(state.stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise StoppedDuringStartup(f"stopped while waiting for {what}")
         try:
-            return await attempt()
+            return task.result()
         except Exception as exc:
-            if state.stopping.is_set():
-                raise
-            log.warning("%s unavailable (%s); retrying in %.1fs", what, type(exc).__name__, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.stopping.wait(), timeout=delay)
-            if state.stopping.is_set():
-                raise RuntimeError(f"stopped while waiting for {what}") from exc
-            delay = min(delay * 2, 10)
+            reason = str(exc) or type(exc).__name__
+            log.warning("%s unavailable (%s); retrying in %.1fs", what, reason, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), timeout=delay)
+        if state.stopping.is_set():
+            raise StoppedDuringStartup(f"stopped while waiting for {what}")
+        delay = min(delay * 2, 10)
 
 
 def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
 
+        connected = False
+
         async def on_error(exc: Exception) -> None:
-            log.warning("NATS error: %s", exc)
+            # Before the first connection the retry loop reports; nats-py would repeat it.
+            if connected:
+                log.warning("NATS error: %s", exc)
 
         async def on_disconnect() -> None:
             if not state.stopping.is_set():
@@ -150,7 +175,8 @@ def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
                 reconnected_cb=on_reconnect,
             )
 
-        nc: NatsClient = await _retry_until_stopped(state, "NATS", connect)  # type: ignore[assignment]
+        nc = await _retry_until_stopped(state, "NATS", connect)
+        connected = True
         js = nc.jetstream()
         if provision:
             await _retry_until_stopped(state, "JetStream", lambda: topology.provision(js))
@@ -173,7 +199,7 @@ def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
 def db_context(url: str, *, min_size: int = 1, max_size: int = 10) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
-        pool: asyncpg.Pool = await _retry_until_stopped(  # type: ignore[assignment]
+        pool = await _retry_until_stopped(
             state, "PostgreSQL", lambda: create_pool(url, min_size=min_size, max_size=max_size)
         )
         app[DB_POOL] = pool
@@ -255,8 +281,7 @@ async def _serve(app: web.Application, host: str, port: int) -> int:
     stop_wait = asyncio.create_task(state.stopping.wait())
     await asyncio.wait({setup, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     if not setup.done():
-        # Stopped while still starting (e.g. waiting for NATS): give start-up a moment to
-        # notice, then leave without a traceback.
+        # Stopped while still starting: the start-up loops watch `stopping` and give up.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(setup, timeout=state.shutdown_timeout_s / 2)
         await runner.cleanup()
@@ -264,6 +289,10 @@ async def _serve(app: web.Application, host: str, port: int) -> int:
         return 0
     try:
         setup.result()
+    except StoppedDuringStartup:
+        await runner.cleanup()
+        log.info("%s stopped during start-up", state.service)
+        return 0
     except Exception as exc:
         log.error("%s failed to start: %s", state.service, exc)
         stop_wait.cancel()

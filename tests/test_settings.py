@@ -1,0 +1,90 @@
+"""Settings validation: pure checks, and the one-line exit of a real process."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from services.admin.settings import AdminSettings
+from shared.settings import load_settings, validate_database_url
+from tests.infra import ServiceLauncher
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:5432/db",
+        "postgres://u:p@db.example/x",
+        "postgresql://postgres:@/postgres?host=/tmp/sock",
+    ],
+)
+def test_good_database_urls(url: str) -> None:
+    assert validate_database_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://root@localhost/db", "postgresql://"),
+        ("not a url", "postgresql://"),
+        ("postgresql://u@host:notaport/db", "invalid port"),
+        ("postgresql:///db", "names no host"),
+    ],
+)
+def test_bad_database_urls(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        validate_database_url(url)
+
+
+def _admin_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/x",
+        "NATS_URL": "nats://127.0.0.1:4222",
+        "SECRET_KEYS": Fernet.generate_key().decode(),
+        "ADMIN_API_KEYS": "a-long-enough-key",
+    }
+    env.update(overrides)
+    return env
+
+
+def test_load_settings_exits_2_naming_each_bad_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for k, v in _admin_env(SECRET_KEYS="nope", NATS_URL="http://x").items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(AdminSettings, "admin")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "SECRET_KEYS key #1 is not a Fernet key" in err
+    assert "NATS_URL must be nats://" in err
+    assert "nope" not in err  # values (possibly secrets) are never echoed
+
+
+def test_secret_keys_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [Fernet.generate_key().decode() for _ in range(2)]
+    for k, v in _admin_env(SECRET_KEYS=f" {keys[0]} , {keys[1]} ").items():
+        monkeypatch.setenv(k, v)
+    assert load_settings(AdminSettings, "admin").secret_keys == keys
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"DATABASE_URL": "postgresql://u@h:99999/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:///tmp/x.db"}, "DATABASE_URL"),
+        ({"SECRET_KEYS": ""}, "SECRET_KEYS"),
+        ({"SECRET_KEYS": " , "}, "SECRET_KEYS"),
+    ],
+)
+def test_admin_process_ends_with_one_clear_line_and_exit_code_2(
+    bare_launcher: ServiceLauncher, overrides: dict[str, str], variable: str
+) -> None:
+    result = bare_launcher.run(["admin"], env=_admin_env(**overrides), timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sync-airbnb admin: configuration error: ")
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
