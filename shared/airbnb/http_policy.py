@@ -1,0 +1,158 @@
+"""What an Airbnb answer means and how long to wait before asking again (pure).
+
+:func:`classify` turns one HTTP answer (status, content type, body bytes) into a
+:class:`Verdict`; :func:`backoff_delay` and :func:`parse_retry_after` compute
+waits. The client in :mod:`shared.airbnb.client` does the I/O and follows the
+verdicts; keeping the decisions here lets them be tested without a network.
+
+An expired session shows itself in four ways (captures README), and every one
+of them is :attr:`Kind.AUTH`: HTTP 401 or 403; a JSON body whose
+``errors[].extensions.errorType`` is ``authentication_required``; a body whose
+``data.porygon.getPerformanceComponents`` is explicitly ``null``; an HTML login
+page instead of JSON.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+AUTH_ERROR_TYPE = "authentication_required"
+
+# Words of a login page; an HTML body without them is a broken answer, not a logout.
+_LOGIN_MARKERS = re.compile(rb"log\s*in|sign\s*in|/login|authenticat", re.IGNORECASE)
+_HTML_START = re.compile(rb"\s*(<!doctype html|<html|<head|<body)", re.IGNORECASE)
+
+
+class Kind(enum.Enum):
+    OK = "ok"
+    AUTH = "auth"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    MALFORMED = "malformed_json"
+    UNEXPECTED = "unexpected"
+
+    @property
+    def retryable(self) -> bool:
+        return self in {Kind.RATE_LIMITED, Kind.TRANSIENT, Kind.MALFORMED}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: Kind
+    # Short, credential-free words for logs, metrics and exception messages.
+    reason: str
+    payload: dict[str, Any] | None = None
+
+
+def _is_html(content_type: str | None, body: bytes) -> bool:
+    return "html" in (content_type or "").lower() or bool(_HTML_START.match(body[:200]))
+
+
+def looks_like_login_page(content_type: str | None, body: bytes) -> bool:
+    return _is_html(content_type, body) and bool(_LOGIN_MARKERS.search(body))
+
+
+def graphql_error_types(payload: dict[str, Any]) -> list[str]:
+    errors = payload.get("errors")
+    if not isinstance(errors, list):
+        return []
+    types: list[str] = []
+    for error in errors:
+        extensions = error.get("extensions") if isinstance(error, dict) else None
+        if isinstance(extensions, dict) and isinstance(extensions.get("errorType"), str):
+            types.append(extensions["errorType"])
+    return types
+
+
+def graphql_error_messages(payload: dict[str, Any], limit: int = 200) -> str:
+    errors = payload.get("errors")
+    if not isinstance(errors, list):
+        return ""
+    messages = [str(e.get("message", ""))[:limit] for e in errors if isinstance(e, dict)]
+    return "; ".join(m for m in messages if m)
+
+
+def components_explicitly_null(payload: dict[str, Any]) -> bool:
+    data = payload.get("data")
+    porygon = data.get("porygon") if isinstance(data, dict) else None
+    return (
+        isinstance(porygon, dict)
+        and "getPerformanceComponents" in porygon
+        and porygon["getPerformanceComponents"] is None
+    )
+
+
+def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
+    """What one HTTP answer from Airbnb means for the client."""
+    if status in (401, 403):
+        return Verdict(Kind.AUTH, f"http_{status}")
+    if status == 429:
+        return Verdict(Kind.RATE_LIMITED, "rate_limited")
+    if status >= 500:
+        return Verdict(Kind.TRANSIENT, "http_5xx")
+    if looks_like_login_page(content_type, body):
+        return Verdict(Kind.AUTH, "login_page")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        if 200 <= status < 300:
+            return Verdict(Kind.MALFORMED, "malformed_json")
+        return Verdict(Kind.UNEXPECTED, f"http_{status} with a body that is not JSON")
+    if not isinstance(payload, dict):
+        return Verdict(Kind.UNEXPECTED, f"http_{status} with a JSON {type(payload).__name__}")
+    if AUTH_ERROR_TYPE in graphql_error_types(payload):
+        return Verdict(Kind.AUTH, AUTH_ERROR_TYPE)
+    if components_explicitly_null(payload):
+        return Verdict(Kind.AUTH, "null_components")
+    if not 200 <= status < 300:
+        detail = graphql_error_messages(payload) or "no error message"
+        return Verdict(Kind.UNEXPECTED, f"http_{status}: {detail}")
+    if payload.get("data") is None:
+        detail = graphql_error_messages(payload) or "no data"
+        return Verdict(Kind.UNEXPECTED, f"GraphQL error: {detail}")
+    return Verdict(Kind.OK, "ok", payload)
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float]) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**(attempt-1))].
+
+    ``attempt`` is the attempt that just failed, from 1; ``rand`` returns [0, 1).
+    Full jitter spreads the retries of many fetchers hit by the same outage.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt counts from 1, got {attempt}")
+    ceiling = min(cap_s, base_s * 2 ** min(attempt - 1, 62))
+    return rand() * ceiling
+
+
+def parse_retry_after(value: str | None, now: datetime, cap_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), capped.
+
+    None when the header is absent or unreadable; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), cap_s)

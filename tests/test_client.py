@@ -1,0 +1,572 @@
+"""The Airbnb client: the pure policy (classification, backoff, Retry-After), the client's
+behaviour against scripted answers, and the client against the simulator as a real process
+with faults injected."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import REGISTRY
+
+from services.simulator import responses as sim_responses
+from services.simulator.data import (
+    build_world,
+    expected_chart_points,
+    expected_metric_values,
+    expected_value_change,
+)
+from services.simulator.faults import AuthForm
+from shared.airbnb.client import DEFAULT_API_KEY, AirbnbClient
+from shared.airbnb.errors import (
+    AuthError,
+    RateLimitedError,
+    TransientError,
+    UnexpectedResponseError,
+)
+from shared.airbnb.http_policy import Kind, backoff_delay, classify, parse_retry_after
+from shared.airbnb.operations import CHART, LIST_OF_METRICS, LISTINGS_SECTION, PersistedQuery
+from shared.airbnb.payloads import chart_payload, list_of_metrics_payload, listings_section_payload
+from shared.airbnb.windows import DateRange
+from tests.infra import ServiceLauncher, free_port
+
+COOKIE = "_aat=SECRET-SESSION-TOKEN-4242; _user_attributes=%7B%22id_str%22%3A%2242%22%7D"
+SECRET = "SECRET-SESSION-TOKEN-4242"
+NOW = datetime(2025, 7, 11, 12, 0, tzinfo=UTC)
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+# -- pure policy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("0", 0.0),
+        ("3", 3.0),
+        ("1.5", 1.5),
+        ("-4", 0.0),
+        ("86400", 120.0),
+        ("Fri, 11 Jul 2025 12:00:10 GMT", 10.0),
+        ("Fri, 11 Jul 2025 11:00:00 GMT", 0.0),
+        ("Sat, 12 Jul 2025 12:00:00 GMT", 120.0),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header, NOW, cap_s=120.0) == expected
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
+    rng = random.Random(1)
+    for attempt in range(1, 80):
+        ceiling = min(30.0, 0.5 * 2 ** (attempt - 1))
+        assert backoff_delay(attempt, 0.5, 30.0, lambda: 0.0) == 0.0
+        assert backoff_delay(attempt, 0.5, 30.0, lambda: 0.999999) == pytest.approx(
+            ceiling, rel=1e-5
+        )
+        assert 0 <= backoff_delay(attempt, 0.5, 30.0, rng.random) <= ceiling
+    with pytest.raises(ValueError):
+        backoff_delay(0, 0.5, 30.0, rng.random)
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+GOOD = _json({"data": {"porygon": {"getPerformanceComponents": {"components": []}}}})
+LOGIN_HTML = b"<!DOCTYPE html><html><head><title>Log in - Airbnb</title></head></html>"
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "kind", "reason"),
+    [
+        (200, "application/json", GOOD, Kind.OK, "ok"),
+        (401, "application/json", b"{}", Kind.AUTH, "http_401"),
+        (403, "text/html", b"<html>Forbidden</html>", Kind.AUTH, "http_403"),
+        (
+            200,
+            "application/json",
+            _json({"errors": [{"extensions": {"errorType": "authentication_required"}}]}),
+            Kind.AUTH,
+            "authentication_required",
+        ),
+        (
+            400,
+            "application/json",
+            _json({"errors": [{"extensions": {"errorType": "authentication_required"}}]}),
+            Kind.AUTH,
+            "authentication_required",
+        ),
+        (
+            200,
+            "application/json",
+            _json({"data": {"porygon": {"getPerformanceComponents": None}}}),
+            Kind.AUTH,
+            "null_components",
+        ),
+        (200, "text/html; charset=utf-8", LOGIN_HTML, Kind.AUTH, "login_page"),
+        (200, None, b"  <html><body><a href='/login'>x</a></body></html>", Kind.AUTH, "login_page"),
+        (429, "application/json", b"{}", Kind.RATE_LIMITED, "rate_limited"),
+        (503, "text/html", LOGIN_HTML, Kind.TRANSIENT, "http_5xx"),
+        (500, "application/json", b"{}", Kind.TRANSIENT, "http_5xx"),
+        (200, "application/json", GOOD[:20], Kind.MALFORMED, "malformed_json"),
+        (200, "text/html", b"<html><body>Oops</body></html>", Kind.MALFORMED, "malformed_json"),
+        (200, "application/json", b"[1, 2]", Kind.UNEXPECTED, "http_200 with a JSON list"),
+        (
+            400,
+            "application/json",
+            _json({"errors": [{"message": "PersistedQueryNotFound"}], "data": None}),
+            Kind.UNEXPECTED,
+            "http_400: PersistedQueryNotFound",
+        ),
+        (404, "text/html", b"<html>Not found</html>", Kind.UNEXPECTED, None),
+        (
+            200,
+            "application/json",
+            _json({"errors": [{"message": "Listing not found"}], "data": None}),
+            Kind.UNEXPECTED,
+            "GraphQL error: Listing not found",
+        ),
+    ],
+)
+def test_classify(
+    status: int, content_type: str | None, body: bytes, kind: Kind, reason: str | None
+) -> None:
+    verdict = classify(status, content_type, body)
+    assert verdict.kind is kind
+    if reason is not None:
+        assert verdict.reason == reason
+    assert (verdict.payload is not None) == (kind is Kind.OK)
+
+
+@pytest.mark.parametrize("form", list(AuthForm))
+def test_every_expired_form_of_the_simulator_is_an_auth_failure(form: AuthForm) -> None:
+    reply = sim_responses.expired_session(form, "trace")
+    assert classify(reply.status, reply.content_type, reply.body).kind is Kind.AUTH
+
+
+# -- the client against scripted answers ----------------------------------------------------
+
+Step = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def answer(
+    status: int,
+    body: bytes = GOOD,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    delay_s: float = 0.0,
+) -> Step:
+    async def step(request: web.Request) -> web.StreamResponse:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(
+            status=status, body=body, content_type=content_type, headers=headers or {}
+        )
+
+    return step
+
+
+@dataclass
+class Scripted:
+    """A stand-in Airbnb that plays ``steps`` in order and records what it was sent."""
+
+    steps: list[Step]
+    seen: list[web.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(request)
+        self.bodies.append(await request.read())
+        return await self.steps[min(len(self.seen), len(self.steps)) - 1](request)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[list[Step]], Awaitable[tuple[Scripted, str]]]]:
+    servers: list[TestServer] = []
+
+    async def start(steps: list[Step]) -> tuple[Scripted, str]:
+        script = Scripted(steps)
+        app = web.Application()
+        app.router.add_post("/api/v3/{operation}/{sha256_hash}", script.handle)
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return script, str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+class FakeTime:
+    """A clock that only moves when the client sleeps, and remembers every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_client(base_url: str, fake: FakeTime | None = None, **overrides: Any) -> AirbnbClient:
+    fake = fake or FakeTime()
+    options: dict[str, Any] = {
+        "cookie": COOKIE,
+        "x_client_version": "abc123",
+        "user_agent": "Mozilla/5.0 (test)",
+        "base_url": base_url,
+        "min_interval_s": 0,
+        "max_attempts": 4,
+        "backoff_base_s": 1.0,
+        "backoff_cap_s": 8.0,
+        "timeout_s": 5.0,
+        "sleep": fake.sleep,
+        "clock": fake.clock,
+        "wall_clock": lambda: NOW,
+        "rng": random.Random(0),
+        **overrides,
+    }
+    return AirbnbClient(**options)
+
+
+async def test_sends_the_dashboard_headers_and_the_body(scripted: Any) -> None:
+    script, base = await scripted([answer(200)])
+    body = listings_section_payload()
+    async with make_client(base) as client:
+        assert await client.post(LISTINGS_SECTION, body) == json.loads(GOOD)
+
+    request = script.seen[0]
+    assert request.path == LISTINGS_SECTION.path
+    assert request.query["operationName"] == "ListingsSectionQuery"
+    headers = request.headers
+    assert headers["Cookie"] == COOKIE
+    assert headers["User-Agent"] == "Mozilla/5.0 (test)"
+    assert headers["X-Client-Version"] == "abc123"
+    assert headers["X-Airbnb-API-Key"] == DEFAULT_API_KEY
+    assert headers["X-Airbnb-GraphQL-Platform"] == "web"
+    assert headers["X-Airbnb-GraphQL-Platform-Client"] == "minimalist-niobe"
+    assert headers["X-CSRF-Without-Token"] == "1"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Origin"] == base
+    assert headers["Referer"].startswith(base)
+    assert headers["X-Request-Id"]
+    assert json.loads(script.bodies[0]) == body
+
+
+async def test_paces_requests_of_one_client(scripted: Any) -> None:
+    _, base = await scripted([answer(200)])
+    fake = FakeTime()
+    async with make_client(base, fake, min_interval_s=2.0, pacing_jitter=0.5) as client:
+        for _ in range(4):
+            await client.post(LISTINGS_SECTION, {})
+    assert len(fake.sleeps) == 3
+    assert all(2.0 <= s <= 3.0 for s in fake.sleeps)
+
+
+async def test_pacing_zero_never_waits(scripted: Any) -> None:
+    _, base = await scripted([answer(200)])
+    fake = FakeTime()
+    async with make_client(base, fake, min_interval_s=0) as client:
+        for _ in range(3):
+            await client.post(LISTINGS_SECTION, {})
+    assert fake.sleeps == []
+
+
+async def test_retries_5xx_with_backoff_and_429_with_retry_after(scripted: Any) -> None:
+    script, base = await scripted(
+        [
+            answer(503, b"<html>down</html>", "text/html"),
+            answer(429, b"{}", headers={"Retry-After": "3"}),
+            answer(200, GOOD[:10]),
+            answer(200),
+        ]
+    )
+    fake = FakeTime()
+    op = LISTINGS_SECTION.operation_name
+    before = {
+        r: sample("sync_airbnb_airbnb_retries_total", {"operation": op, "reason": r})
+        for r in ("http_5xx", "rate_limited", "malformed_json")
+    }
+    limited_before = sample("sync_airbnb_airbnb_rate_limited_total", {"operation": op})
+    requests_before = sample(
+        "sync_airbnb_airbnb_requests_total", {"operation": op, "status": "200"}
+    )
+
+    async with make_client(base, fake, max_attempts=4) as client:
+        assert await client.post(LISTINGS_SECTION, {}) == json.loads(GOOD)
+
+    assert len(script.seen) == 4
+    backoff_1, retry_after, backoff_3 = fake.sleeps
+    assert 0 <= backoff_1 <= 1.0
+    assert retry_after == 3.0
+    assert 0 <= backoff_3 <= 4.0
+    for reason, old in before.items():
+        now = sample("sync_airbnb_airbnb_retries_total", {"operation": op, "reason": reason})
+        assert now - old == 1
+    assert sample("sync_airbnb_airbnb_rate_limited_total", {"operation": op}) - limited_before == 1
+    assert (
+        sample("sync_airbnb_airbnb_requests_total", {"operation": op, "status": "200"})
+        - requests_before
+        == 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        (answer(503, b"<html>down</html>", "text/html"), TransientError),
+        (answer(429, b"{}"), RateLimitedError),
+        (answer(200, b'{"data": {"por'), UnexpectedResponseError),
+    ],
+)
+async def test_gives_up_after_max_attempts(
+    scripted: Any, step: Step, error: type[Exception]
+) -> None:
+    script, base = await scripted([step])
+    fake = FakeTime()
+    async with make_client(base, fake, max_attempts=3) as client:
+        with pytest.raises(error):
+            await client.post(CHART, {})
+    assert len(script.seen) == 3
+    assert len(fake.sleeps) == 2
+
+
+async def test_other_4xx_fails_at_once(scripted: Any) -> None:
+    body = _json({"errors": [{"message": "PersistedQueryNotFound"}], "data": None})
+    script, base = await scripted([answer(400, body)])
+    async with make_client(base) as client:
+        with pytest.raises(UnexpectedResponseError, match="PersistedQueryNotFound"):
+            await client.post(CHART, {})
+    assert len(script.seen) == 1
+
+
+async def test_timeouts_are_retried_then_transient(scripted: Any) -> None:
+    script, base = await scripted([answer(200, delay_s=1.0)])
+    op = CHART.operation_name
+    before = sample("sync_airbnb_airbnb_requests_total", {"operation": op, "status": "timeout"})
+    async with make_client(base, max_attempts=2, timeout_s=0.1) as client:
+        with pytest.raises(TransientError, match="timeout"):
+            await client.post(CHART, {})
+    assert len(script.seen) == 2
+    after = sample("sync_airbnb_airbnb_requests_total", {"operation": op, "status": "timeout"})
+    assert after - before == 2
+
+
+async def test_connection_errors_are_retried_then_transient() -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    fake = FakeTime()
+    async with make_client(base, fake, max_attempts=3) as client:
+        with pytest.raises(TransientError, match="connection_error") as raised:
+            await client.post(CHART, {})
+    assert len(fake.sleeps) == 2
+    assert raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize("form", list(AuthForm))
+async def test_expired_session_fails_at_once_without_leaking_the_cookie(
+    scripted: Any, form: AuthForm, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = sim_responses.expired_session(form, "trace")
+    script, base = await scripted(
+        [answer(reply.status, reply.body, reply.content_type.split(";")[0])]
+    )
+    failures_before = sample("sync_airbnb_airbnb_auth_failures_total")
+    caplog.set_level(logging.DEBUG)
+
+    client = make_client(base)
+    async with client:
+        with pytest.raises(AuthError) as raised:
+            await client.post(CHART, {})
+
+    assert len(script.seen) == 1
+    assert sample("sync_airbnb_airbnb_auth_failures_total") - failures_before == 1
+    rendered = "".join(traceback.format_exception(raised.value))
+    for text in (rendered, repr(client), str(client), caplog.text):
+        assert SECRET not in text
+
+
+async def test_retry_logs_and_errors_never_carry_the_cookie(
+    scripted: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, base = await scripted([answer(503, COOKIE.encode(), "text/html")])
+    caplog.set_level(logging.DEBUG)
+    async with make_client(base, max_attempts=2) as client:
+        with pytest.raises(TransientError) as raised:
+            await client.post(CHART, {})
+    assert "retrying" in caplog.text
+    assert SECRET not in caplog.text
+    assert SECRET not in "".join(traceback.format_exception(raised.value))
+
+
+# -- the client against the simulator process -----------------------------------------------
+
+TODAY = date(2025, 7, 11)
+SIM_SEED = 21
+
+
+def start_simulator(launcher: ServiceLauncher, faults: dict[str, Any]) -> str:
+    port = free_port()
+    sim = launcher.start(
+        [
+            "simulator",
+            "--port",
+            str(port),
+            "--accounts",
+            "2",
+            "--listings",
+            "3",
+            "--seed",
+            str(SIM_SEED),
+        ],
+        env={"SYNC_AIRBNB_TODAY": TODAY.isoformat(), "SIM_FAULTS": json.dumps(faults)},
+    )
+    sim.wait_for_log(rf"simulator listening on http://127\.0\.0\.1:{port}")
+    return f"http://127.0.0.1:{port}"
+
+
+def unwrap(wrapper: dict[str, Any]) -> int | float:
+    return int(wrapper["longValue"]) if "longValue" in wrapper else wrapper["doubleValue"]
+
+
+def check_answer(
+    doc: dict[str, Any], query: PersistedQuery, listing_id: str, metric: str, window: DateRange
+) -> None:
+    """``doc`` carries exactly the numbers the simulator's truth says it must."""
+    comp = doc["data"]["porygon"]["getPerformanceComponents"]["components"][0]
+    if query is CHART:
+        expected = expected_chart_points(
+            SIM_SEED, listing_id, metric, window.start, window.end, TODAY
+        )
+        your, similar = comp["metricLineCharts"]
+        assert [p["ds"] for p in your["dataPoints"]] == [e.ds.isoformat() for e in expected]
+        assert [unwrap(p["value"]) for p in your["dataPoints"]] == [e.your for e in expected]
+        assert [unwrap(p["value"]) for p in similar["dataPoints"]] == [e.similar for e in expected]
+        units = [comp["primaryMetric"], *comp["secondaryMetrics"]]
+        change = comp["primaryMetric"]["valueChange"]
+        assert change is not None
+        assert change["doubleValue"] == pytest.approx(
+            expected_value_change(SIM_SEED, listing_id, metric, window.start, window.end, TODAY)
+        )
+    else:
+        units = comp["metrics"]
+    names = [u["metricName"] for u in units]
+    assert names[0] == metric
+    assert {u["metricName"]: unwrap(u["value"]) for u in units} == expected_metric_values(
+        SIM_SEED, listing_id, names, window.start, window.end, TODAY
+    )
+
+
+def request_plan(
+    listing_ids: list[str], n: int
+) -> list[tuple[PersistedQuery, str, str, DateRange]]:
+    plan = []
+    for i in range(n):
+        listing_id = listing_ids[i % len(listing_ids)]
+        metric = ("p3_impressions", "conversion_rate")[(i // len(listing_ids)) % 2]
+        if i % 2 == 0:
+            start = TODAY - timedelta(days=28 * (1 + i % 7))
+            plan.append((CHART, listing_id, metric, DateRange(start, start + timedelta(days=27))))
+        else:
+            start = TODAY - timedelta(days=7 * (1 + i % 20))
+            window = DateRange(start, start + timedelta(days=6))
+            plan.append((LIST_OF_METRICS, listing_id, metric, window))
+    return plan
+
+
+async def test_hundred_requests_through_5xx_and_429_all_correct(
+    bare_launcher: ServiceLauncher,
+) -> None:
+    base = start_simulator(
+        bare_launcher,
+        {"server_error_rate": 0.2, "rate_limit_rate": 0.1, "retry_after_s": 0, "seed": 8},
+    )
+    account = build_world(2, 3, SIM_SEED).accounts[0]
+    plan = request_plan(list(account.listing_ids), 100)
+    ops = (CHART.operation_name, LIST_OF_METRICS.operation_name)
+
+    def retries(reason: str) -> float:
+        labels = [{"operation": op, "reason": reason} for op in ops]
+        return sum(sample("sync_airbnb_airbnb_retries_total", lb) for lb in labels)
+
+    def rate_limited() -> float:
+        return sum(sample("sync_airbnb_airbnb_rate_limited_total", {"operation": op}) for op in ops)
+
+    before = {"http_5xx": retries("http_5xx"), "rate_limited": retries("rate_limited")}
+    limited_before = rate_limited()
+
+    async with AirbnbClient(
+        cookie=account.cookie,
+        x_client_version="sim",
+        user_agent="pytest",
+        base_url=base,
+        min_interval_s=0,
+        max_attempts=10,
+        backoff_base_s=0.005,
+        backoff_cap_s=0.05,
+        rng=random.Random(2),
+    ) as client:
+        for query, listing_id, metric, window in plan:
+            if query is CHART:
+                body = chart_payload(listing_id, window, TODAY, metric)
+            else:
+                body = list_of_metrics_payload(listing_id, window, TODAY, metric)
+            check_answer(await client.post(query, body), query, listing_id, metric, window)
+
+    server_errors = retries("http_5xx") - before["http_5xx"]
+    limited = retries("rate_limited") - before["rate_limited"]
+    assert server_errors >= 10
+    assert limited >= 4
+    assert rate_limited() - limited_before == limited
+
+    async with aiohttp.ClientSession(base) as http:
+        counts = await (await http.get("/_sim/requests")).json()
+    # Every attempt reached the simulator; every retry is one of them.
+    assert counts[account.account_id]["total"] == 100 + server_errors + limited
+    assert sum(counts[account.account_id]["listings_ok"].values()) == 100
+
+
+@pytest.mark.parametrize("form", list(AuthForm))
+async def test_expired_session_stops_at_the_first_request(
+    bare_launcher: ServiceLauncher, form: AuthForm
+) -> None:
+    account = build_world(2, 3, SIM_SEED).accounts[1]
+    base = start_simulator(bare_launcher, {"expired_sessions": {account.account_id: form.value}})
+
+    async with AirbnbClient(
+        cookie=account.cookie,
+        x_client_version="sim",
+        user_agent="pytest",
+        base_url=base,
+        min_interval_s=0,
+        max_attempts=5,
+        backoff_base_s=0.01,
+    ) as client:
+        with pytest.raises(AuthError):
+            await client.post(LISTINGS_SECTION, listings_section_payload())
+
+    async with aiohttp.ClientSession(base) as http:
+        counts = await (await http.get("/_sim/requests")).json()
+    assert counts[account.account_id]["total"] == 1
