@@ -15,7 +15,9 @@ from shared import topology
 async def test_provision_is_idempotent_and_keeps_data(nc: NatsClient) -> None:
     js = nc.jetstream()
     await topology.provision(js)
-    ack = await js.publish(topology.SYNC_PROGRESS, b"kept", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    ack = await js.publish(
+        topology.SYNC_PROGRESS, b"kept", headers={"Nats-Msg-Id": uuid.uuid4().hex}
+    )
     await topology.provision(js)  # second start of a service: no error, nothing lost
     info = await js.stream_info(topology.SYNC_RESULTS_STREAM.name)
     assert info.state.last_seq >= ack.seq
@@ -35,9 +37,7 @@ async def test_provision_updates_a_changed_config(nc: NatsClient) -> None:
     js = nc.jetstream()
     await topology.provision(js)
     name = topology.DEAD_LETTER_STREAM.name
-    changed = StreamConfig(
-        name=name, subjects=topology.DEAD_LETTER_STREAM.subjects, max_age=3600
-    )
+    changed = StreamConfig(name=name, subjects=topology.DEAD_LETTER_STREAM.subjects, max_age=3600)
     await js.update_stream(changed)
     assert (await js.stream_info(name)).config.max_age == 3600
     await topology.provision(js)
@@ -79,13 +79,13 @@ async def test_explicit_ack_and_redelivery_after_nak(nc: NatsClient) -> None:
 async def test_messages_survive_a_nats_restart(nats_server, nc: NatsClient) -> None:
     js = nc.jetstream()
     await topology.provision(js)
-    ack = await js.publish(topology.SYNC_PROGRESS, b"durable")
+    ack = await js.publish(topology.dead_letter_subject("test-probe"), b"durable")
     nats_server.restart()
     import nats
 
     nc2 = await nats.connect(nats_server.url)
     try:
-        msg = await nc2.jetstream().get_msg(topology.SYNC_RESULTS_STREAM.name, ack.seq)
+        msg = await nc2.jetstream().get_msg(topology.DEAD_LETTER_STREAM.name, ack.seq)
         assert msg.data == b"durable"
     finally:
         await nc2.close()

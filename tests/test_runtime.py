@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -68,7 +69,7 @@ async def test_readiness_names_the_dependency_that_is_down(
                     body = await resp.json()
                     if resp.status == 503:
                         break
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
         assert resp.status == 503
         assert body["checks"] == {"nats": "down", "postgres": "ok"}
     finally:
