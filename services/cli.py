@@ -48,7 +48,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "admin": Command("run the admin HTTP API", "services.admin.app:main"),
     "scheduler": Command("run the scheduler (daily runs, backfills, manual triggers)", None),
-    "fetcher": Command("run one fetcher replica (talks to Airbnb)", None),
+    "fetcher": Command("run one fetcher replica (talks to Airbnb)", "services.fetcher.app:main"),
     "writer": Command("run one writer replica (writes metrics to PostgreSQL)", None),
     "simulator": Command(
         "run the Airbnb simulator", "services.simulator.app:main", _simulator_args

@@ -42,6 +42,11 @@ LISTINGS_FETCHED = Counter(
     ["outcome"],
 )
 SYNCS_IN_FLIGHT = Gauge("sync_airbnb_syncs_in_flight", "Account syncs running in this fetcher.")
+EXTRA_METRICS = Counter(
+    "sync_airbnb_extra_metrics_total",
+    "Metric values Airbnb returned that have no column (kept in extra_metrics), by table.",
+    ["table"],
+)
 
 ROWS_WRITTEN = Counter(
     "sync_airbnb_rows_written_total", "Rows upserted by writers, by table.", ["table"]

@@ -71,6 +71,11 @@ def listing_result_msg_id(job_id: object, listing_id: str) -> str:
     return f"listing:{job_id}:{listing_id}"
 
 
+def job_event_msg_id(job_id: object, event: str) -> str:
+    # One id per job and event: a redelivered sync announcing "started" again is dropped.
+    return f"job:{job_id}:{event}"
+
+
 # --- streams ------------------------------------------------------------------------------
 
 ACCOUNTS_STREAM = StreamConfig(
@@ -179,6 +184,14 @@ KV_BUCKETS: tuple[KeyValueConfig, ...] = (FETCH_PROGRESS_BUCKET,)
 
 def fetch_progress_key(job_id: object, listing_id: str) -> str:
     return f"{job_id}.{listing_id}"
+
+
+def fetch_listings_key(job_id: object) -> str:
+    """The listings a job announced (JSON), so a redelivered sync works on the same set.
+
+    Listing ids are digits, so this key never collides with a ``fetch_progress_key``.
+    """
+    return f"{job_id}._listings"
 
 
 # --- provisioning -------------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""``sync-airbnb fetcher``: one replica of the stateless Airbnb fetcher (docs/data-path.md).
+
+One background worker pulls ``SyncRequest``\\ s from the durable ``fetcher`` consumer,
+never more than it has free slots (``FETCHER_CONCURRENCY``), so any number of
+replicas share the queue and each account is synced by one of them at a time.
+Each request runs as its own task (:mod:`services.fetcher.sync`) while a heartbeat
+sends in-progress acks; the request is then acked, nak'ed with backoff, or, once
+``MAX_DELIVER`` deliveries have failed, reported (``JobEvent(failed)``), sent to the
+dead letters and termed.
+
+On SIGTERM the worker stops pulling, cancels the syncs in flight and naks their
+requests without delay: another replica picks them up at once, and the KV progress
+keys spare it every listing that was already published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from services.fetcher import pipeline
+from services.fetcher.settings import FetcherSettings
+from services.fetcher.sync import (
+    PermanentSyncError,
+    SyncDeps,
+    now,
+    publish_job_event,
+    run_sync,
+)
+from shared import topology
+from shared.crypto import CredentialCipher
+from shared.dead_letters import send_to_dead_letters
+from shared.logs import log_context, setup_logging
+from shared.messages import JobEvent, MessageDecodeError, SyncRequest, decode
+from shared.metrics import SYNCS_IN_FLIGHT
+from shared.runtime import JETSTREAM, NATS, nats_context, serve, service_app, worker_context
+from shared.settings import load_settings
+
+log = logging.getLogger("sync_airbnb.fetcher")
+
+SERVICE = "fetcher"
+SETTINGS = web.AppKey("settings", FetcherSettings)
+# How long one pull waits for requests; also the longest a stop waits for a pull to end.
+FETCH_WAIT_S = 1.0
+# NATS counts the Nats-Msg-Id header against max_payload too.
+HEADER_ROOM_BYTES = 4 * 1024
+
+
+def chunk_limit(setting: int, max_payload: int) -> int:
+    """The RowBatch size limit: the setting, or less if the server's max_payload is smaller."""
+    return max(1024, min(setting, max_payload - HEADER_ROOM_BYTES))
+
+
+@dataclass
+class InFlight:
+    """A request being worked on; ``settled`` once it was acked, nak'ed or termed."""
+
+    msg: Msg
+    settled: bool = False
+
+
+async def settle(flight: InFlight, what: str, delay: float | None = None) -> None:
+    flight.settled = True
+    msg = flight.msg
+    try:
+        if what == "ack":
+            await msg.ack()
+        elif what == "nak":
+            await msg.nak(delay=delay)
+        else:
+            await msg.term()
+    except Exception as exc:
+        # The request comes back after ack_wait; the KV keys make that cheap.
+        log.warning("could not %s the sync request: %s", what, exc)
+
+
+async def heartbeat(msg: Msg, interval_s: float) -> None:
+    """Tell JetStream the request is still being worked on, so it is not redelivered."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await msg.in_progress()
+        except Exception as exc:
+            log.warning("in-progress ack failed: %s", exc)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def give_up(deps: SyncDeps, flight: InFlight, req: SyncRequest, reason: str) -> None:
+    """Report a sync that will never succeed: JobEvent(failed), a dead letter, term."""
+    reason = pipeline.clip_reason(reason)
+    log.error("sync failed for good: %s", reason)
+    flight.settled = True
+    try:
+        await publish_job_event(
+            deps.js,
+            JobEvent(
+                job_id=req.job_id,
+                account_id=req.account_id,
+                event="failed",
+                reason=reason,
+                at=now(),
+            ),
+        )
+        await send_to_dead_letters(deps.js, SERVICE, flight.msg, reason, category="sync_failed")
+    except Exception as exc:
+        log.error("could not report the failed sync: %s", describe_error(exc))
+        deliveries = flight.msg.metadata.num_delivered
+        if deliveries < topology.MAX_DELIVER:
+            # Not lost: the next delivery fails again and tries to report it again.
+            delay = pipeline.retry_delay(
+                deliveries, deps.settings.fetcher_retry_base_s, deps.settings.fetcher_retry_cap_s
+            )
+            await settle(flight, "nak", delay)
+        else:
+            await settle(flight, "term")
+
+
+async def process(deps: SyncDeps, flight: InFlight, req: SyncRequest) -> None:
+    msg = flight.msg
+    deliveries = msg.metadata.num_delivered
+    log.info(
+        "sync started",
+        extra={
+            "delivery": deliveries,
+            "kind": req.kind,
+            "scrape_day": req.scrape_day.isoformat(),
+            "window": f"{req.window_start}..{req.window_end}",
+        },
+    )
+    try:
+        outcome = await run_sync(deps, req)
+    except PermanentSyncError as exc:
+        await give_up(deps, flight, req, str(exc))
+        return
+    except Exception as exc:  # a transient failure of the whole sync
+        reason = describe_error(exc)
+        if deliveries >= topology.MAX_DELIVER:
+            await give_up(deps, flight, req, f"gave up after {deliveries} deliveries: {reason}")
+            return
+        delay = pipeline.retry_delay(
+            deliveries, deps.settings.fetcher_retry_base_s, deps.settings.fetcher_retry_cap_s
+        )
+        log.warning(
+            "sync failed (delivery %d of %d); offered again in %.1fs: %s",
+            deliveries,
+            topology.MAX_DELIVER,
+            delay,
+            reason,
+        )
+        await settle(flight, "nak", delay)
+        return
+    await settle(flight, "ack")
+    log.info("sync request done: %s", outcome, extra={"outcome": outcome})
+
+
+async def handle(deps: SyncDeps, flight: InFlight) -> None:
+    msg = flight.msg
+    try:
+        req = decode(SyncRequest, msg.data)
+    except MessageDecodeError as exc:
+        flight.settled = True
+        try:
+            await send_to_dead_letters(
+                deps.js, SERVICE, msg, f"undecodable SyncRequest: {exc}", category="undecodable"
+            )
+        except Exception as dl_exc:
+            log.error("could not dead-letter an undecodable request: %s", dl_exc)
+            await settle(flight, "nak", deps.settings.fetcher_retry_base_s)
+        return
+    with log_context(job_id=str(req.job_id), account_id=req.account_id):
+        SYNCS_IN_FLIGHT.inc()
+        beat = asyncio.create_task(heartbeat(msg, deps.settings.fetcher_heartbeat_s))
+        try:
+            await process(deps, flight, req)
+        finally:
+            beat.cancel()
+            SYNCS_IN_FLIGHT.dec()
+
+
+async def fetch_worker(app: web.Application, stopping: asyncio.Event) -> None:
+    settings = app[SETTINGS]
+    nc = app[NATS]
+    js = app[JETSTREAM]
+    deps = SyncDeps(
+        js=js,
+        kv=await js.key_value(topology.FETCH_PROGRESS_BUCKET.bucket),
+        cipher=CredentialCipher(settings.secret_keys),
+        settings=settings,
+        chunk_max_bytes=chunk_limit(settings.fetcher_chunk_max_bytes, nc.max_payload),
+    )
+    consumer = topology.FETCHER_REQUESTS
+    sub = await js.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
+    running: dict[asyncio.Task[None], InFlight] = {}
+
+    def finished(task: asyncio.Task[None]) -> None:
+        running.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sync task failed", exc_info=task.exception())
+
+    stop_wait = asyncio.create_task(stopping.wait())
+    log.info(
+        "pulling sync requests (up to %d at once, chunks <= %d bytes)",
+        settings.fetcher_concurrency,
+        deps.chunk_max_bytes,
+    )
+    try:
+        while not stopping.is_set():
+            free = settings.fetcher_concurrency - len(running)
+            if free <= 0:
+                await asyncio.wait({*running, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await sub.fetch(free, timeout=FETCH_WAIT_S)
+            except NatsTimeoutError:
+                continue
+            except Exception as exc:  # NATS reconnecting, a server hiccup
+                log.warning("pulling sync requests failed: %s", describe_error(exc))
+                await asyncio.wait({stop_wait}, timeout=1.0)
+                continue
+            for msg in msgs:
+                flight = InFlight(msg)
+                if stopping.is_set():
+                    await settle(flight, "nak")
+                    continue
+                task = asyncio.create_task(handle(deps, flight))
+                running[task] = flight
+                task.add_done_callback(finished)
+    finally:
+        stop_wait.cancel()
+        in_flight = dict(running)
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        unsettled = [f for f in in_flight.values() if not f.settled]
+        for flight in unsettled:
+            # No delay: another replica resumes at once, skipping the published listings.
+            await settle(flight, "nak")
+        if unsettled:
+            log.info("handed back %d sync requests in flight", len(unsettled))
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+def create_app(settings: FetcherSettings) -> web.Application:
+    app = service_app(SERVICE, shutdown_timeout_s=settings.shutdown_timeout_s)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(nats_context(settings.nats_url))
+    app.cleanup_ctx.append(worker_context("fetch-requests", fetch_worker))
+    return app
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(FetcherSettings, SERVICE)
+    setup_logging(SERVICE, settings.log_level)
+    return serve(create_app(settings), settings.http_host, settings.http_port)

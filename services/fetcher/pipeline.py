@@ -1,0 +1,306 @@
+"""The fetcher's functional core: Airbnb responses -> table rows -> RowBatch chunks.
+
+Everything here is pure (no I/O, no clock), so the path from one listing's responses
+to the messages the writer receives is tested without NATS or HTTP:
+
+1. :func:`flatten_response` reads one Airbnb answer as soon as it arrives, so a
+   malformed listing stops after its first bad response, with a reason that names
+   the request and the JSON path.
+2. :func:`pivot_listing` turns all flattened responses of one listing into the rows
+   of the three tables: one ``chart_query`` row per day, one ``chart_summary`` and
+   one ``list_of_metrics`` row per slice (the two metrics of a slice merged).
+3. :func:`row_batches` cuts each table's rows into ``RowBatch`` chunks that encode to
+   at most ``max_bytes``. The cut depends only on the rows, so a listing fetched
+   again after a crash produces the same chunks, hence the same ``Nats-Msg-Id``\\ s,
+   and JetStream drops the copies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic_core import to_jsonable_python
+
+from shared.airbnb.errors import MalformedResponseError
+from shared.airbnb.flatteners import (
+    ChartPoint,
+    Listing,
+    MetricValue,
+    flatten_chart_points,
+    flatten_metric_units,
+)
+from shared.airbnb.operations import CHART, LIST_OF_METRICS
+from shared.airbnb.payloads import PlannedRequest
+from shared.airbnb.pivots import (
+    Row,
+    pivot_chart_query,
+    pivot_chart_summary,
+    pivot_list_of_metrics,
+    scrape_time,
+)
+from shared.airbnb.windows import DateRange
+from shared.messages import ListingResult, RowBatch, encode
+from shared.metric_tables import EXTRA_METRICS_COLUMN, TABLE_NAMES, TableName
+
+# Error texts travel in ListingResult/JobEvent and end up in the API; keep them readable.
+MAX_REASON_CHARS = 1_000
+# Used to size the RowBatch envelope: more digits than any real chunk number.
+_CHUNK_NO_BOUND = 999_999
+
+
+class ListingDataError(Exception):
+    """One listing's data cannot be turned into rows; the message says which request and why."""
+
+
+class ChunkTooLargeError(ListingDataError):
+    """A single row is larger than a whole chunk may be."""
+
+
+def describe(request: PlannedRequest) -> str:
+    """``ChartQuery conversion_rate 2025-06-29..2025-07-26``: a request, for error texts."""
+    return f"{request.query.operation_name} {request.group_by_value} {request.slice}"
+
+
+def clip_reason(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+# --- responses -> flat records -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flattened:
+    """One answered request: its chart points (ChartQuery only) and its metric units."""
+
+    request: PlannedRequest
+    points: tuple[ChartPoint, ...]
+    units: tuple[MetricValue, ...]
+
+
+def flatten_response(request: PlannedRequest, body: Any) -> Flattened:
+    """Flatten one answer to ``request``; raises :class:`ListingDataError` naming both."""
+    try:
+        if request.query == CHART:
+            points = tuple(flatten_chart_points(body))
+        elif request.query == LIST_OF_METRICS:
+            points = ()
+        else:
+            raise ListingDataError(f"{describe(request)}: not a per-listing query")
+        units = tuple(flatten_metric_units(body))
+    except MalformedResponseError as exc:
+        raise ListingDataError(f"{describe(request)}: {exc}") from None
+    return Flattened(request, points, units)
+
+
+# --- flat records -> table rows ------------------------------------------------------------
+
+
+def pivot_listing(
+    flattened: Iterable[Flattened],
+    *,
+    account_id: str,
+    listing: Listing,
+    scrape_day: dt.date,
+) -> dict[TableName, list[Row]]:
+    """The rows of every table for one listing, in a stable order.
+
+    ``chart_query`` rows come from every ChartQuery point at once (one row per day,
+    sorted), so that the rows of a listing never repeat a key; summaries keep the
+    order of the slices in the poll plan.
+    """
+    scraped_at = scrape_time(scrape_day)
+    who = {
+        "account_id": account_id,
+        "listing_id": listing.listing_id,
+        "internal_name": listing.internal_name,
+    }
+    points: list[ChartPoint] = []
+    chart_units: dict[DateRange, list[MetricValue]] = {}
+    list_units: dict[DateRange, list[MetricValue]] = {}
+    for f in flattened:
+        if f.request.query == CHART:
+            points.extend(f.points)
+            chart_units.setdefault(f.request.slice, []).extend(f.units)
+        else:
+            list_units.setdefault(f.request.slice, []).extend(f.units)
+    return {
+        "chart_query": pivot_chart_query(points, scraped_at=scraped_at, **who),
+        "chart_summary": [
+            pivot_chart_summary(units, slice=part, scraped_at=scraped_at, **who)
+            for part, units in chart_units.items()
+        ],
+        "list_of_metrics": [
+            pivot_list_of_metrics(units, slice=part, scraped_at=scraped_at, **who)
+            for part, units in list_units.items()
+        ],
+    }
+
+
+def extra_metric_names(tables: Mapping[TableName, Sequence[Row]]) -> dict[TableName, Counter[str]]:
+    """Per table, how often each metric without a column was kept in ``extra_metrics``."""
+    found: dict[TableName, Counter[str]] = {}
+    for table, rows in tables.items():
+        names: Counter[str] = Counter()
+        for row in rows:
+            names.update(row[EXTRA_METRICS_COLUMN].keys())
+        if names:
+            found[table] = names
+    return found
+
+
+# --- rows -> chunks -> messages ------------------------------------------------------------
+
+
+def to_wire(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """Rows as they travel: JSON types only (dates and times as ISO strings).
+
+    The same conversion pydantic applies when it encodes a RowBatch, done once here so
+    that each row's encoded size is known before it is placed in a chunk.
+    """
+    return [to_jsonable_python(row) for row in rows]
+
+
+def chunk_rows(rows: Sequence[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
+    """Greedy, order-keeping cut of JSON-ready ``rows`` into lists whose JSON array
+    body (rows and the commas between them) takes at most ``budget`` bytes.
+
+    No rows give no chunks. A single row over ``budget`` raises :class:`ChunkTooLargeError`.
+    """
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    used = 0
+    for row in rows:
+        size = len(orjson.dumps(row))
+        if size > budget:
+            raise ChunkTooLargeError(
+                f"one row takes {size} bytes, more than a whole chunk ({budget} bytes of rows)"
+            )
+        # A comma separates this row from the previous one in the same chunk.
+        needed = size + (1 if current else 0)
+        if current and used + needed > budget:
+            chunks.append(current)
+            current, used, needed = [], 0, size
+        current.append(row)
+        used += needed
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def row_batches(
+    *,
+    job_id: uuid.UUID,
+    account_id: str,
+    listing_id: str,
+    scrape_day: dt.date,
+    tables: Mapping[TableName, Sequence[Row]],
+    max_bytes: int,
+) -> list[RowBatch]:
+    """Every RowBatch of one listing, table by table, each encoding to <= ``max_bytes``."""
+    batches: list[RowBatch] = []
+    for table in TABLE_NAMES:
+        rows = to_wire(tables.get(table, ()))
+        if not rows:
+            continue
+
+        def batch(chunk_no: int, chunk: list[dict[str, Any]], table: TableName = table) -> RowBatch:
+            return RowBatch(
+                job_id=job_id,
+                account_id=account_id,
+                listing_id=listing_id,
+                table=table,
+                chunk_no=chunk_no,
+                scrape_day=scrape_day,
+                rows=chunk,
+            )
+
+        envelope = len(encode(batch(_CHUNK_NO_BOUND, [])))
+        budget = max_bytes - envelope
+        if budget <= 0:
+            raise ChunkTooLargeError(f"a chunk limit of {max_bytes} bytes leaves no room for rows")
+        for chunk_no, chunk in enumerate(chunk_rows(rows, budget)):
+            batches.append(batch(chunk_no, chunk))
+    return batches
+
+
+def published_result(
+    *,
+    job_id: uuid.UUID,
+    account_id: str,
+    listing: Listing,
+    tables: Mapping[TableName, Sequence[Row]],
+    batches: Sequence[RowBatch],
+) -> ListingResult:
+    """The ListingResult announcing every chunk (and row) of every table, zeros included."""
+    chunks = dict.fromkeys(TABLE_NAMES, 0)
+    for b in batches:
+        chunks[b.table] += 1
+    return ListingResult(
+        job_id=job_id,
+        account_id=account_id,
+        listing_id=listing.listing_id,
+        internal_name=listing.internal_name,
+        listing_name=listing.listing_name,
+        status="published",
+        chunks=chunks,
+        rows={table: len(tables.get(table, ())) for table in TABLE_NAMES},
+    )
+
+
+def failed_result(
+    *, job_id: uuid.UUID, account_id: str, listing: Listing, reason: str
+) -> ListingResult:
+    return ListingResult(
+        job_id=job_id,
+        account_id=account_id,
+        listing_id=listing.listing_id,
+        internal_name=listing.internal_name,
+        listing_name=listing.listing_name,
+        status="failed",
+        error=clip_reason(reason),
+    )
+
+
+# --- the listings a job announced ----------------------------------------------------------
+
+
+def unique_listings(listings: Iterable[Listing]) -> list[Listing]:
+    """First occurrence of each listing id, in Airbnb's order."""
+    seen: dict[str, Listing] = {}
+    for listing in listings:
+        seen.setdefault(listing.listing_id, listing)
+    return list(seen.values())
+
+
+def encode_listings(listings: Sequence[Listing]) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "listing_id": x.listing_id,
+                "internal_name": x.internal_name,
+                "listing_name": x.listing_name,
+            }
+            for x in listings
+        ]
+    )
+
+
+def decode_listings(data: bytes) -> list[Listing]:
+    return [
+        Listing(str(x["listing_id"]), x.get("internal_name"), x.get("listing_name"))
+        for x in orjson.loads(data)
+    ]
+
+
+# --- redelivery ----------------------------------------------------------------------------
+
+
+def retry_delay(num_delivered: int, base_s: float, cap_s: float) -> float:
+    """Seconds before a failed sync is offered again: exponential in its deliveries, capped."""
+    return min(cap_s, base_s * 2 ** min(max(num_delivered, 1) - 1, 30))

@@ -1,0 +1,41 @@
+"""Settings of ``sync-airbnb fetcher``."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from shared.settings import AirbnbSettings, HttpListenerSettings, NatsSettings, SecretSettings
+
+KIB = 1024
+
+
+class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListenerSettings):
+    # Account syncs one process runs at once; it pulls only as many requests as it has
+    # free slots, so replicas share the queue instead of hoarding it.
+    fetcher_concurrency: int = Field(
+        default=8, ge=1, le=1000, validation_alias="FETCHER_CONCURRENCY"
+    )
+    # Upper bound of one encoded RowBatch. NATS refuses messages over max_payload (1 MiB by
+    # default); the smaller of this and the server's limit (minus header room) is used.
+    fetcher_chunk_max_bytes: int = Field(
+        default=512 * KIB,
+        ge=4 * KIB,
+        le=64 * 1024 * KIB,
+        validation_alias="FETCHER_CHUNK_MAX_BYTES",
+    )
+    # A sync that fails as a whole (ListingsSectionQuery keeps failing, NATS unavailable) is
+    # redelivered after base * 2**(deliveries - 1) seconds, at most cap.
+    fetcher_retry_base_s: float = Field(default=5.0, gt=0, validation_alias="FETCHER_RETRY_BASE_S")
+    fetcher_retry_cap_s: float = Field(default=300.0, gt=0, validation_alias="FETCHER_RETRY_CAP_S")
+    # In-progress acks while a sync runs; must stay well under the consumer's ack_wait (60 s).
+    fetcher_heartbeat_s: float = Field(
+        default=15.0, gt=0, le=30, validation_alias="FETCHER_HEARTBEAT_S"
+    )
+
+    @field_validator("fetcher_retry_cap_s")
+    @classmethod
+    def _cap_not_below_base(cls, v: float, info: ValidationInfo) -> float:
+        base = info.data.get("fetcher_retry_base_s")
+        if base is not None and v < base:
+            raise ValueError("must be >= FETCHER_RETRY_BASE_S")
+        return v

@@ -1,0 +1,295 @@
+"""One account sync: Airbnb in, RowBatches / ListingResults / JobEvents out (docs/data-path.md).
+
+:func:`run_sync` does the I/O around the pure pipeline of
+:mod:`services.fetcher.pipeline`, one request at a time for the account (the client
+paces them). What it returns or raises tells the caller what to do with the
+request message:
+
+* ``"completed"``: every listing has its KV key; ack.
+* ``"auth_failed"``: ``JobEvent(auth_failed)`` is published; ack, never retry.
+* :class:`PermanentSyncError`: the request itself is unusable (a window Airbnb does
+  not serve); retrying cannot help.
+* any other exception: a transient failure of the whole sync (ListingsSectionQuery
+  keeps failing, NATS away, the token does not decrypt here); nak with backoff.
+
+The cookie lives in this function's memory only: it goes into the client's
+headers and nowhere else, and no error text built here contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from services.fetcher import pipeline
+from services.fetcher.settings import FetcherSettings
+from shared import topology
+from shared.airbnb.client import AirbnbClient
+from shared.airbnb.errors import AirbnbError, AuthError
+from shared.airbnb.flatteners import Listing, flatten_listings
+from shared.airbnb.operations import LISTINGS_SECTION
+from shared.airbnb.payloads import listings_section_payload, plan_listing_requests
+from shared.airbnb.pivots import Row
+from shared.airbnb.windows import DateRange, check_servable
+from shared.crypto import CredentialCipher
+from shared.messages import JobEvent, ListingResult, RowBatch, SyncRequest, encode
+from shared.metric_tables import TableName
+from shared.metrics import EXTRA_METRICS, LISTINGS_FETCHED, ROWS_PUBLISHED
+
+log = logging.getLogger("sync_airbnb.fetcher")
+
+SyncOutcome = Literal["completed", "auth_failed"]
+# JetStream usually acks a publish in milliseconds; this bounds a stuck server.
+PUBLISH_TIMEOUT_S = 10.0
+KV_PUBLISHED = b"published"
+KV_FAILED = b"failed"
+
+
+class PermanentSyncError(Exception):
+    """The request can never succeed as it is; the message says why (no secrets)."""
+
+
+class ListingsUnavailableError(Exception):
+    """ListingsSectionQuery failed; the whole sync is retried later."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDeps:
+    js: JetStreamContext
+    kv: KeyValue
+    cipher: CredentialCipher
+    settings: FetcherSettings
+    # The effective RowBatch limit: the setting, or less if the NATS server says so.
+    chunk_max_bytes: int
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def publish(js: JetStreamContext, subject: str, data: bytes, msg_id: str) -> None:
+    await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S)
+
+
+async def publish_job_event(js: JetStreamContext, event: JobEvent) -> None:
+    await publish(
+        js,
+        topology.SYNC_EVENTS,
+        encode(event),
+        topology.job_event_msg_id(event.job_id, event.event),
+    )
+
+
+async def kv_get(kv: KeyValue, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError):  # never written, or deleted/purged since
+        return None
+    return entry.value
+
+
+def request_window(req: SyncRequest) -> DateRange:
+    """The request's window, checked before any request is sent; a bad one is permanent."""
+    try:
+        window = DateRange(req.window_start, req.window_end)
+        check_servable(window, req.scrape_day)
+    except ValueError as exc:  # WindowError is a ValueError too
+        raise PermanentSyncError(f"unusable sync window: {exc}") from None
+    return window
+
+
+def new_client(deps: SyncDeps, req: SyncRequest, cookie: str) -> AirbnbClient:
+    s = deps.settings
+    return AirbnbClient(
+        cookie=cookie,
+        x_client_version=req.credentials.x_client_version,
+        user_agent=req.credentials.user_agent,
+        base_url=s.airbnb_base_url,
+        min_interval_s=s.airbnb_min_interval_s,
+        max_attempts=s.airbnb_max_attempts,
+        timeout_s=s.airbnb_request_timeout_s,
+        account_id=req.account_id,
+    )
+
+
+async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
+    window = request_window(req)
+    cookie = deps.cipher.decrypt(req.credentials.cookie_token)
+    async with new_client(deps, req, cookie) as client:
+        del cookie  # the client holds it now; nothing else needs it
+        try:
+            listings = await job_listings(deps, client, req)
+            for listing in listings:
+                await sync_listing(deps, client, req, window, listing)
+        except AuthError as exc:
+            log.warning("Airbnb rejected the account's session; sync stopped: %s", exc)
+            await publish_job_event(
+                deps.js,
+                JobEvent(
+                    job_id=req.job_id,
+                    account_id=req.account_id,
+                    event="auth_failed",
+                    reason=pipeline.clip_reason(str(exc)),
+                    at=now(),
+                ),
+            )
+            return "auth_failed"
+    log.info("sync finished: %d listings", len(listings), extra={"listings": len(listings)})
+    return "completed"
+
+
+async def job_listings(deps: SyncDeps, client: AirbnbClient, req: SyncRequest) -> list[Listing]:
+    """The job's listings, announced with ``JobEvent(started)``.
+
+    The first delivery asks Airbnb and keeps the answer in the KV bucket before
+    announcing it; a redelivery reuses that set, so the writer's ``listings_total``
+    and the listings fetched never disagree, even if the host changed listings since.
+    """
+    key = topology.fetch_listings_key(req.job_id)
+    stored = await kv_get(deps.kv, key)
+    if stored is not None:
+        listings = pipeline.decode_listings(stored)
+        log.info("resuming a redelivered sync of %d listings", len(listings))
+    else:
+        try:
+            body = await client.post(LISTINGS_SECTION, listings_section_payload())
+            listings = pipeline.unique_listings(flatten_listings(body))
+        except AuthError:
+            raise
+        except AirbnbError as exc:  # MalformedResponseError included
+            raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
+        await deps.kv.put(key, pipeline.encode_listings(listings))
+    # Published on every delivery: if a crash came between the KV put and this publish,
+    # the redelivery sends it; otherwise JetStream drops the copy by its msg id.
+    await publish_job_event(
+        deps.js,
+        JobEvent(
+            job_id=req.job_id,
+            account_id=req.account_id,
+            event="started",
+            listings_total=len(listings),
+            listing_ids=[x.listing_id for x in listings],
+            at=now(),
+        ),
+    )
+    return listings
+
+
+async def sync_listing(
+    deps: SyncDeps, client: AirbnbClient, req: SyncRequest, window: DateRange, listing: Listing
+) -> None:
+    """Fetch, publish and record one listing, unless a previous delivery already did.
+
+    Raises AuthError (the whole sync stops) and NATS errors (the sync is retried);
+    every other failure becomes a ``failed`` ListingResult and the sync goes on.
+    """
+    key = topology.fetch_progress_key(req.job_id, listing.listing_id)
+    if await kv_get(deps.kv, key) is not None:
+        LISTINGS_FETCHED.labels("skipped_already_published").inc()
+        return
+    try:
+        tables = await fetch_listing(client, req, window, listing)
+        batches = pipeline.row_batches(
+            job_id=req.job_id,
+            account_id=req.account_id,
+            listing_id=listing.listing_id,
+            scrape_day=req.scrape_day,
+            tables=tables,
+            max_bytes=deps.chunk_max_bytes,
+        )
+    except AuthError:
+        raise
+    except (AirbnbError, pipeline.ListingDataError) as exc:
+        await record_failed_listing(deps, req, listing, str(exc))
+        return
+    await publish_batches(deps.js, batches)
+    result = pipeline.published_result(
+        job_id=req.job_id,
+        account_id=req.account_id,
+        listing=listing,
+        tables=tables,
+        batches=batches,
+    )
+    await publish_result(deps.js, result)
+    # Only now: a crash before this line re-fetches the listing, and the same msg ids
+    # make JetStream drop what was already published.
+    await deps.kv.put(key, KV_PUBLISHED)
+    LISTINGS_FETCHED.labels("published").inc()
+    for table, n in result.rows.items():
+        ROWS_PUBLISHED.labels(table).inc(n)
+    log.info(
+        "listing published",
+        extra={"listing_id": listing.listing_id, "rows": result.rows, "chunks": result.chunks},
+    )
+
+
+async def fetch_listing(
+    client: AirbnbClient, req: SyncRequest, window: DateRange, listing: Listing
+) -> dict[TableName, list[Row]]:
+    """Every request of the listing's poll plan, in order, flattened on arrival, then pivoted."""
+    flattened: list[pipeline.Flattened] = []
+    for planned in plan_listing_requests(listing.listing_id, window, req.scrape_day):
+        try:
+            body = await client.post(planned.query, planned.body)
+        except AuthError:
+            raise
+        except AirbnbError as exc:
+            raise pipeline.ListingDataError(f"{pipeline.describe(planned)}: {exc}") from None
+        flattened.append(pipeline.flatten_response(planned, body))
+    tables = pipeline.pivot_listing(
+        flattened, account_id=req.account_id, listing=listing, scrape_day=req.scrape_day
+    )
+    for table, names in pipeline.extra_metric_names(tables).items():
+        EXTRA_METRICS.labels(table).inc(names.total())
+        log.warning(
+            "Airbnb returned metrics without a column; kept in extra_metrics",
+            extra={"listing_id": listing.listing_id, "table": table, "metrics": dict(names)},
+        )
+    return tables
+
+
+async def publish_batches(js: JetStreamContext, batches: list[RowBatch]) -> None:
+    """Publish every chunk and wait for every ack (concurrently: the order does not matter)."""
+    await asyncio.gather(
+        *(
+            publish(
+                js,
+                topology.rows_subject(b.table),
+                encode(b),
+                topology.row_batch_msg_id(b.job_id, b.listing_id, b.table, b.chunk_no),
+            )
+            for b in batches
+        )
+    )
+
+
+async def publish_result(js: JetStreamContext, result: ListingResult) -> None:
+    await publish(
+        js,
+        topology.SYNC_PROGRESS,
+        encode(result),
+        topology.listing_result_msg_id(result.job_id, result.listing_id),
+    )
+
+
+async def record_failed_listing(
+    deps: SyncDeps, req: SyncRequest, listing: Listing, reason: str
+) -> None:
+    result = pipeline.failed_result(
+        job_id=req.job_id, account_id=req.account_id, listing=listing, reason=reason
+    )
+    log.warning(
+        "listing failed: %s",
+        result.error,
+        extra={"listing_id": listing.listing_id},
+    )
+    await publish_result(deps.js, result)
+    await deps.kv.put(topology.fetch_progress_key(req.job_id, listing.listing_id), KV_FAILED)
+    LISTINGS_FETCHED.labels("failed").inc()
