@@ -47,7 +47,9 @@ COMMANDS: dict[str, Command] = {
         "apply the database migrations (safe to run twice, or at once)", "shared.migrate:main"
     ),
     "admin": Command("run the admin HTTP API", "services.admin.app:main"),
-    "scheduler": Command("run the scheduler (daily runs, backfills, manual triggers)", None),
+    "scheduler": Command(
+        "run the scheduler (daily runs, backfills, manual triggers)", "services.scheduler.app:main"
+    ),
     "fetcher": Command("run one fetcher replica (talks to Airbnb)", "services.fetcher.app:main"),
     "writer": Command("run one writer replica (writes metrics to PostgreSQL)", None),
     "simulator": Command(

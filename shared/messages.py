@@ -58,6 +58,8 @@ class AccountEvent(Message):
     event: Literal["created", "updated", "deleted", "restored"]
     account_id: str
     credentials_changed: bool = False
+    # an update that turned is_active from false to true: the scheduler backfills it now
+    reactivated: bool = False
     at: dt.datetime
 
 

@@ -1,0 +1,313 @@
+"""The scheduler's decisions, as pure functions: which job an account gets, under which key.
+
+Nothing here touches PostgreSQL, NATS or a clock: callers pass ``today`` (the scrape
+day, from ``settings.today()``), ``now`` and the rows they read, and get back plans
+that the shell (``services.scheduler.emit``) inserts and publishes. The dedup rules
+are those of docs/data-path.md:
+
+* one job per account, scrape day and kind: ``dedup_key = "{account}:{day}:{kind}"``,
+  inserted with ``ON CONFLICT DO NOTHING``, so two schedulers, a restart or a double
+  click all land on the same row, and the same ``Nats-Msg-Id``;
+* a manual trigger (or an account event, see :func:`event_wants_backfill`) whose
+  day's latest attempt ended ``failed`` or ``partial`` gets a new attempt, keyed
+  ``"{dedup_key}:retry-N"``; N is derived from the attempts that exist, so two
+  racing clicks compute the same key and still create one job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from shared.airbnb.windows import DateRange, WindowSettings, sync_window
+from shared.messages import (
+    AccountEvent,
+    EncryptedCredentials,
+    JobStatus,
+    SyncKind,
+    SyncRequest,
+    SyncTriggerReply,
+    SyncTriggerSource,
+)
+
+ACCOUNT_ID_RE = re.compile(r"^[0-9]{1,32}$")
+RETRYABLE: frozenset[str] = frozenset({"failed", "partial"})
+_RETRY_RE = re.compile(r":retry-([0-9]+)$")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What the scheduler reads of an account (the cookie only as its Fernet token)."""
+
+    account_id: str
+    cookie_token: str
+    x_client_version: str
+    user_agent: str
+    is_active: bool = True
+    deleted: bool = False
+    credentials_invalid: bool = False
+    never_synced: bool = True
+
+    @property
+    def credentials(self) -> EncryptedCredentials:
+        return EncryptedCredentials(
+            cookie_token=self.cookie_token,
+            x_client_version=self.x_client_version,
+            user_agent=self.user_agent,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """One ``sync_jobs`` row and the ``SyncRequest`` that goes with it."""
+
+    job_id: uuid.UUID
+    account_id: str
+    kind: SyncKind
+    trigger: SyncTriggerSource
+    dedup_key: str
+    scrape_day: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    credentials: EncryptedCredentials
+    requested_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingJob:
+    """An attempt already in ``sync_jobs`` for one account, scrape day and kind."""
+
+    job_id: uuid.UUID
+    dedup_key: str
+    status: JobStatus
+    kind: SyncKind
+    trigger: SyncTriggerSource
+    scrape_day: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    error: str
+    detail: str
+
+    def reply(self) -> SyncTriggerReply:
+        return SyncTriggerReply(error=self.error, detail=self.detail)
+
+
+# --- keys and kinds -------------------------------------------------------------------------
+
+
+def sync_kind(*, full_requested: bool, never_synced: bool) -> SyncKind:
+    """'full' when asked for, or when the account never synced (its first-run backfill)."""
+    return "full" if full_requested or never_synced else "incremental"
+
+
+def dedup_key(account_id: str, scrape_day: dt.date, kind: SyncKind) -> str:
+    return f"{account_id}:{scrape_day.isoformat()}:{kind}"
+
+
+def retry_key(base_key: str, attempt: int) -> str:
+    return f"{base_key}:retry-{attempt}"
+
+
+def attempt_number(key: str) -> int:
+    """0 for the first attempt (the bare dedup key), N for ``...:retry-N``."""
+    m = _RETRY_RE.search(key)
+    return int(m.group(1)) if m else 0
+
+
+def choose_attempt(
+    base_key: str, attempts: Iterable[ExistingJob], *, allow_retry: bool
+) -> ExistingJob | str:
+    """The job to reuse, or the dedup key of the attempt to create.
+
+    The latest attempt is reused unless it ended failed/partial and a retry is
+    allowed; then the next ``:retry-N`` key is returned.
+    """
+    mine = [
+        a
+        for a in attempts
+        if a.dedup_key == base_key or a.dedup_key.startswith(f"{base_key}:retry-")
+    ]
+    if not mine:
+        return base_key
+    latest = max(mine, key=lambda a: attempt_number(a.dedup_key))
+    if allow_retry and latest.status in RETRYABLE:
+        return retry_key(base_key, attempt_number(latest.dedup_key) + 1)
+    return latest
+
+
+# --- who may be synced ----------------------------------------------------------------------
+
+
+def refusal(account: Account | None, account_id: str) -> Refusal | None:
+    """Why ``account`` gets no sync now, or None when it may be synced.
+
+    The order matters for the operator: a deleted account is 'deleted' even if it
+    was also inactive, and credentials only matter for an account we would sync.
+    """
+    if account is None:
+        return Refusal("not_found", f"No account {account_id} exists.")
+    if account.deleted:
+        return Refusal("deleted", f"Account {account_id} is deleted; restore it before syncing it.")
+    if not account.is_active:
+        return Refusal(
+            "inactive", f"Account {account_id} is inactive; activate it before syncing it."
+        )
+    if account.credentials_invalid:
+        return Refusal(
+            "needs_credentials",
+            f"Airbnb rejected the credentials of account {account_id}; "
+            "update its cookie before syncing it.",
+        )
+    return None
+
+
+def invalid_request(detail: str) -> SyncTriggerReply:
+    return SyncTriggerReply(error="invalid_request", detail=detail)
+
+
+def check_account_id(account_id: str) -> SyncTriggerReply | None:
+    if ACCOUNT_ID_RE.fullmatch(account_id):
+        return None
+    return invalid_request("account_id must be 1 to 32 digits.")
+
+
+def event_wants_backfill(event: AccountEvent, *, never_synced: bool) -> bool:
+    """Whether an account event makes the account 'appear' and earn a backfill now.
+
+    created/restored: it appeared. updated: only when it can newly be synced
+    (credentials changed after Airbnb rejected them, reactivated) or never was.
+    """
+    if event.event in ("created", "restored"):
+        return True
+    if event.event == "updated":
+        return event.credentials_changed or event.reactivated or never_synced
+    return False
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The two windows of one scrape day, computed once per fan-out, not per account."""
+
+    full: DateRange
+    incremental: DateRange
+
+    @classmethod
+    def for_day(cls, today: dt.date, settings: WindowSettings) -> Windows:
+        return cls(
+            full=sync_window(today, first_run=True, settings=settings),
+            incremental=sync_window(today, first_run=False, settings=settings),
+        )
+
+    def of(self, kind: SyncKind) -> DateRange:
+        return self.full if kind == "full" else self.incremental
+
+
+def plan_job(
+    account: Account,
+    *,
+    kind: SyncKind,
+    trigger: SyncTriggerSource,
+    scrape_day: dt.date,
+    windows: Windows,
+    now: dt.datetime,
+    key: str | None = None,
+    new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+) -> JobPlan:
+    window = windows.of(kind)
+    return JobPlan(
+        job_id=new_id(),
+        account_id=account.account_id,
+        kind=kind,
+        trigger=trigger,
+        dedup_key=key or dedup_key(account.account_id, scrape_day, kind),
+        scrape_day=scrape_day,
+        window_start=window.start,
+        window_end=window.end,
+        credentials=account.credentials,
+        requested_at=now,
+    )
+
+
+def plan_jobs(
+    accounts: Iterable[Account],
+    *,
+    trigger: SyncTriggerSource,
+    scrape_day: dt.date,
+    windows: Windows,
+    now: dt.datetime,
+    full: bool = False,
+    new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+) -> list[JobPlan]:
+    """One plan per account, sorted by dedup key.
+
+    The order matters: two schedulers inserting the same keys in the same order
+    wait for each other on the unique index instead of deadlocking.
+    """
+    plans = [
+        plan_job(
+            a,
+            kind=sync_kind(full_requested=full, never_synced=a.never_synced),
+            trigger=trigger,
+            scrape_day=scrape_day,
+            windows=windows,
+            now=now,
+            new_id=new_id,
+        )
+        for a in accounts
+    ]
+    plans.sort(key=lambda p: p.dedup_key)
+    return plans
+
+
+def plan_from_existing(
+    job: ExistingJob, account_id: str, credentials: EncryptedCredentials
+) -> JobPlan:
+    """The plan of a job that already exists, to publish its request (again).
+
+    ``requested_at`` is the job's creation time, so a re-publish is the same message.
+    """
+    return JobPlan(
+        job_id=job.job_id,
+        account_id=account_id,
+        kind=job.kind,
+        trigger=job.trigger,
+        dedup_key=job.dedup_key,
+        scrape_day=job.scrape_day,
+        window_start=job.window_start,
+        window_end=job.window_end,
+        credentials=credentials,
+        requested_at=job.created_at,
+    )
+
+
+def sync_request(plan: JobPlan) -> SyncRequest:
+    return SyncRequest(
+        job_id=plan.job_id,
+        account_id=plan.account_id,
+        kind=plan.kind,
+        trigger=plan.trigger,
+        scrape_day=plan.scrape_day,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        credentials=plan.credentials,
+        requested_at=plan.requested_at,
+    )
+
+
+def chunked(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,512 @@
+"""``sync-airbnb scheduler`` as real processes against real NATS and PostgreSQL.
+
+The scheduler's daily run and start-up touch every account of its database, so these
+tests give it a database of its own (migrated like the session's): other tests'
+accounts are never scheduled by it, and it never sees theirs. NATS is the session's;
+the requests these tests leave in the AIRBNB_SYNC_REQUESTS work queue are deleted
+at the end, so no later fetcher picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from shared import topology
+from shared.crypto import CredentialCipher
+from shared.messages import (
+    AccountEvent,
+    MessageDecodeError,
+    SyncRequest,
+    SyncTriggerReply,
+    SyncTriggerRequest,
+    decode,
+    encode,
+)
+from shared.migrate import apply_migrations
+from tests.conftest import create_database, drop_database
+from tests.infra import PostgresServer, ServiceLauncher, ServiceProcess, new_database_name
+
+TODAY = dt.date(2025, 7, 11)  # a Friday: the week runs Sunday 07-06 .. Saturday 07-12
+FULL_WINDOW = (dt.date(2025, 1, 12), dt.date(2025, 8, 16))  # 25 weeks back, 5 ahead
+INCREMENTAL_WINDOW = (dt.date(2025, 6, 29), dt.date(2025, 8, 16))  # 1 week back
+
+_ids = itertools.count(1)
+
+
+def new_account_id() -> str:
+    # Unique within the session and across sessions sharing a NATS store.
+    return f"7{os.getpid() % 100_000:05d}{int(time.time()) % 1_000_000:06d}{next(_ids):04d}"
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def sched_db_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    name = new_database_name("sync_airbnb_sched")
+    url = await create_database(postgres_server, name)
+    apply_migrations(url)
+    yield url
+    await drop_database(postgres_server, name)
+
+
+@pytest.fixture
+async def sdb(sched_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(sched_db_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def cipher(secret_keys: str) -> CredentialCipher:
+    return CredentialCipher(secret_keys.split(","))
+
+
+@pytest.fixture
+async def js(nc: NatsClient) -> JetStreamContext:
+    js = nc.jetstream()
+    await topology.provision(js)
+    return js
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _remove_our_requests(sched_db_url: str, nats_server: Any) -> AsyncIterator[None]:
+    """Delete this module's sync requests from the shared work queue afterwards."""
+    yield
+    import nats
+
+    conn = await asyncpg.connect(sched_db_url)
+    nc = await nats.connect(nats_server.url)
+    try:
+        ours = {str(r["job_id"]) for r in await conn.fetch("SELECT job_id FROM airbnb.sync_jobs")}
+        js = nc.jetstream()
+        for seq, _, req in await stream_requests(js):
+            if req is not None and str(req.job_id) in ours:
+                await js.delete_msg(topology.SYNC_REQUESTS_STREAM.name, seq)
+    finally:
+        await conn.close()
+        await nc.drain()
+
+
+@pytest.fixture
+def start_scheduler(launcher: ServiceLauncher, sched_db_url: str) -> Callable[..., ServiceProcess]:
+    def start(today: dt.date = TODAY, **env: str) -> ServiceProcess:
+        proc = launcher.start(
+            ["scheduler"],
+            env={
+                "DATABASE_URL": sched_db_url,
+                "SYNC_AIRBNB_TODAY": today.isoformat(),
+                "LOG_LEVEL": "INFO",
+                # Never during a test run unless a test asks: the daily run would take
+                # every account of the database.
+                "SCHEDULE_CRON": "0 0 1 1 *",
+                **env,
+            },
+        )
+        proc.wait_for_log(r"start-up reconciliation done", timeout=30)
+        return proc
+
+    return start
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+async def insert_account(
+    conn: asyncpg.Connection,
+    cipher: CredentialCipher,
+    *,
+    last_sync_at: dt.datetime | None = None,
+    is_active: bool = True,
+    deleted: bool = False,
+    marked: bool = False,
+) -> str:
+    account_id = new_account_id()
+    now = dt.datetime.now(dt.UTC)
+    await conn.execute(
+        """
+        INSERT INTO airbnb.accounts (account_id, credentials_encrypted, x_client_version,
+            user_agent, is_active, last_sync_at, deleted_at, credentials_invalid_at)
+        VALUES ($1, $2, 'client-v1', 'test-agent', $3, $4, $5, $6)
+        """,
+        account_id,
+        cipher.encrypt(f"session-cookie-of-{account_id}"),
+        is_active,
+        last_sync_at,
+        now if deleted else None,
+        now if marked else None,
+    )
+    return account_id
+
+
+async def trigger(nc: NatsClient, account_id: str, *, full: bool = False) -> SyncTriggerReply:
+    req = SyncTriggerRequest(account_id=account_id, full=full)
+    msg = await nc.request(topology.SYNC_TRIGGER, encode(req), timeout=10)
+    return decode(SyncTriggerReply, msg.data)
+
+
+async def stream_requests(
+    js: JetStreamContext,
+) -> list[tuple[int, str | None, SyncRequest | None]]:
+    """(sequence, Nats-Msg-Id, request) of every message now in the sync request stream."""
+    out: list[tuple[int, str | None, SyncRequest | None]] = []
+    stream = topology.SYNC_REQUESTS_STREAM.name
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=topology.SYNC_REQUESTED, next=True)
+        except NotFoundError:
+            return out
+        try:
+            req: SyncRequest | None = decode(SyncRequest, msg.data or b"")
+        except MessageDecodeError:
+            req = None
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        assert msg.seq is not None
+        out.append((msg.seq, msg_id, req))
+        seq = msg.seq + 1
+
+
+async def requests_for(js: JetStreamContext, accounts: set[str]) -> list[tuple[str, SyncRequest]]:
+    return [
+        (msg_id or "", req)
+        for _, msg_id, req in await stream_requests(js)
+        if req is not None and req.account_id in accounts
+    ]
+
+
+async def jobs_of(conn: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM airbnb.sync_jobs WHERE account_id = $1 ORDER BY created_at", account_id
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+async def test_manual_trigger_queues_one_job_and_publishes_its_request(
+    start_scheduler: Callable[..., ServiceProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    # Accounts inserted after the start: the start-up backfill does not take `new`.
+    proc = start_scheduler()
+    new = await insert_account(sdb, cipher)
+    synced = await insert_account(sdb, cipher, last_sync_at=dt.datetime(2025, 7, 10, tzinfo=dt.UTC))
+
+    # First run of an account: the 25-week backfill window, kind full.
+    reply = await trigger(nc, new)
+    assert reply.error is None and reply.job_id is not None
+    (row,) = await jobs_of(sdb, new)
+    assert row["job_id"] == reply.job_id
+    assert (row["status"], row["kind"], row["trigger"]) == ("queued", "full", "manual")
+    assert row["scrape_day"] == TODAY
+    assert (row["window_start"], row["window_end"]) == FULL_WINDOW
+    assert row["dedup_key"] == f"{new}:{TODAY}:full"
+
+    # The request is in the stream, under the dedup key's message id, with the token.
+    (msg_id, req) = (await requests_for(js, {new}))[0]
+    assert msg_id == topology.sync_request_msg_id(row["dedup_key"])
+    assert req.job_id == reply.job_id and req.kind == "full" and req.trigger == "manual"
+    assert (req.scrape_day, req.window_start, req.window_end) == (TODAY, *FULL_WINDOW)
+    token = await sdb.fetchval(
+        "SELECT credentials_encrypted FROM airbnb.accounts WHERE account_id = $1", new
+    )
+    assert req.credentials.cookie_token == token
+    assert cipher.decrypt(req.credentials.cookie_token) == f"session-cookie-of-{new}"
+    assert req.credentials.x_client_version == "client-v1"
+
+    # A double trigger, sequential or at once, is the same job and the same message.
+    again = await trigger(nc, new)
+    both = await asyncio.gather(trigger(nc, new), trigger(nc, new))
+    assert {again.job_id, *(r.job_id for r in both)} == {reply.job_id}
+    assert len(await jobs_of(sdb, new)) == 1
+    assert len(await requests_for(js, {new})) == 1
+
+    # After a sync (last_sync_at set): the incremental window.
+    inc = await trigger(nc, synced)
+    (row,) = await jobs_of(sdb, synced)
+    assert row["job_id"] == inc.job_id
+    assert (row["kind"], row["window_start"], row["window_end"]) == (
+        "incremental",
+        *INCREMENTAL_WINDOW,
+    )
+    # 'full' is its own kind: a second job for the same day, with the long window.
+    full = await trigger(nc, synced, full=True)
+    assert full.job_id not in (None, inc.job_id)
+    rows = {r["kind"]: r for r in await jobs_of(sdb, synced)}
+    assert (rows["full"]["window_start"], rows["full"]["window_end"]) == FULL_WINDOW
+    ids = sorted(m for m, _ in await requests_for(js, {synced}))
+    assert ids == sorted(
+        topology.sync_request_msg_id(f"{synced}:{TODAY}:{k}") for k in ("full", "incremental")
+    )
+
+    assert "session-cookie-of" not in proc.output()
+    assert proc.output().count('"msg":"sync job queued"') >= 3
+    assert proc.terminate(timeout=10) == 0
+
+
+async def test_refusals_and_malformed_requests_are_answered(
+    start_scheduler: Callable[..., ServiceProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    synced_at = dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
+    deleted = await insert_account(sdb, cipher, last_sync_at=synced_at, deleted=True)
+    inactive = await insert_account(sdb, cipher, last_sync_at=synced_at, is_active=False)
+    marked = await insert_account(sdb, cipher, last_sync_at=synced_at, marked=True)
+    proc = start_scheduler()
+
+    expected = {
+        new_account_id(): "not_found",
+        deleted: "deleted",
+        inactive: "inactive",
+        marked: "needs_credentials",
+        "12ab": "invalid_request",
+    }
+    for account_id, error in expected.items():
+        reply = await trigger(nc, account_id)
+        assert (reply.job_id, reply.error) == (None, error), account_id
+        assert reply.detail and reply.detail.endswith(".")
+    for body in (b"not json", b'{"full": true}', b'{"account_id": "1", "extra": 1}'):
+        msg = await nc.request(topology.SYNC_TRIGGER, body, timeout=10)
+        reply = decode(SyncTriggerReply, msg.data)
+        assert reply.error == "invalid_request" and reply.detail, body
+    for account_id in (deleted, inactive, marked):
+        assert await jobs_of(sdb, account_id) == []
+    assert await requests_for(js, {deleted, inactive, marked}) == []
+    assert proc.terminate(timeout=10) == 0
+
+
+async def test_manual_trigger_after_a_failed_day_gets_a_new_attempt(
+    start_scheduler: Callable[..., ServiceProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    account = await insert_account(sdb, cipher, last_sync_at=dt.datetime(2025, 7, 1, tzinfo=dt.UTC))
+    proc = start_scheduler()
+    first = await trigger(nc, account)
+    await sdb.execute(
+        "UPDATE airbnb.sync_jobs SET status = 'failed' WHERE job_id = $1", first.job_id
+    )
+    retries = await asyncio.gather(trigger(nc, account), trigger(nc, account))
+    assert len({r.job_id for r in retries}) == 1
+    retry = retries[0].job_id
+    assert retry not in (None, first.job_id)
+    await sdb.execute("UPDATE airbnb.sync_jobs SET status = 'partial' WHERE job_id = $1", retry)
+    second_retry = await trigger(nc, account)
+    await sdb.execute(
+        "UPDATE airbnb.sync_jobs SET status = 'succeeded' WHERE job_id = $1", second_retry.job_id
+    )
+    assert (await trigger(nc, account)).job_id == second_retry.job_id  # a good day stays done
+    keys = [r["dedup_key"] for r in await jobs_of(sdb, account)]
+    base = f"{account}:{TODAY}:incremental"
+    assert keys == [base, f"{base}:retry-1", f"{base}:retry-2"]
+    msg_ids = sorted(m for m, _ in await requests_for(js, {account}))
+    assert msg_ids == sorted(topology.sync_request_msg_id(k) for k in keys)
+    assert proc.terminate(timeout=10) == 0
+
+
+async def test_new_account_event_triggers_a_backfill(
+    start_scheduler: Callable[..., ServiceProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    proc = start_scheduler()
+    account = await insert_account(sdb, cipher)
+    event = AccountEvent(event="created", account_id=account, at=dt.datetime.now(dt.UTC))
+    await js.publish(topology.account_event_subject("created"), encode(event))
+
+    async def queued() -> bool:
+        return len(await jobs_of(sdb, account)) == 1
+
+    await eventually(queued, 15, "the backfill job")
+    (row,) = await jobs_of(sdb, account)
+    assert (row["kind"], row["trigger"], row["status"]) == ("full", "account_created", "queued")
+    assert (row["window_start"], row["window_end"]) == FULL_WINDOW
+    await eventually(
+        lambda: _has_requests(js, {account}, 1), 10, "the backfill request in the stream"
+    )
+    # The same event again (a redelivery, an admin retry) adds nothing.
+    await js.publish(topology.account_event_subject("created"), encode(event))
+    await eventually(lambda: _events_drained(js), 10, "the account events handled")
+    assert len(await jobs_of(sdb, account)) == 1
+
+    # Airbnb rejected the cookie, the backfill failed; new credentials: a new attempt.
+    await sdb.execute("UPDATE airbnb.sync_jobs SET status = 'failed' WHERE job_id = $1", row[0])
+    changed = AccountEvent(
+        event="updated", account_id=account, credentials_changed=True, at=event.at
+    )
+    await js.publish(topology.account_event_subject("updated"), encode(changed))
+
+    async def retried() -> bool:
+        return len(await jobs_of(sdb, account)) == 2
+
+    await eventually(retried, 15, "the new attempt")
+    assert (await jobs_of(sdb, account))[1]["dedup_key"] == f"{row['dedup_key']}:retry-1"
+    # An update that changes nothing that matters (account synced, no flag): no job.
+    await sdb.execute(
+        "UPDATE airbnb.accounts SET last_sync_at = now() WHERE account_id = $1", account
+    )
+    other = AccountEvent(event="updated", account_id=account, at=event.at)
+    await js.publish(topology.account_event_subject("updated"), encode(other))
+    await eventually(lambda: _events_drained(js), 10, "the account events handled")
+    assert len(await jobs_of(sdb, account)) == 2
+    assert proc.terminate(timeout=10) == 0
+
+
+async def _events_drained(js: JetStreamContext) -> bool:
+    c = topology.SCHEDULER_ACCOUNTS
+    info = await js.consumer_info(c.stream, c.durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def _has_requests(js: JetStreamContext, accounts: set[str], n: int) -> bool:
+    return len(await requests_for(js, accounts)) == n
+
+
+async def test_start_up_backfills_new_accounts_and_republishes_queued_jobs(
+    start_scheduler: Callable[..., ServiceProcess],
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    never_synced = await insert_account(sdb, cipher)
+    marked = await insert_account(sdb, cipher, marked=True)
+    # A scheduler that died between its INSERT and its publish left this job queued.
+    orphan_account = await insert_account(
+        sdb, cipher, last_sync_at=dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
+    )
+    orphan_key = f"{orphan_account}:{TODAY}:incremental"
+    orphan_id = uuid.uuid4()
+    await sdb.execute(
+        """
+        INSERT INTO airbnb.sync_jobs (job_id, account_id, kind, trigger, dedup_key, scrape_day,
+            window_start, window_end)
+        VALUES ($1, $2, 'incremental', 'schedule', $3, $4, $5, $6)
+        """,
+        orphan_id,
+        orphan_account,
+        orphan_key,
+        TODAY,
+        *INCREMENTAL_WINDOW,
+    )
+    proc = start_scheduler()
+
+    (row,) = await jobs_of(sdb, never_synced)
+    assert (row["kind"], row["trigger"], row["status"]) == ("full", "startup", "queued")
+    assert await jobs_of(sdb, marked) == []
+    found = dict(await requests_for(js, {orphan_account, never_synced}))
+    assert found[topology.sync_request_msg_id(orphan_key)].job_id == orphan_id
+    assert found[topology.sync_request_msg_id(row["dedup_key"])].job_id == row["job_id"]
+    assert proc.terminate(timeout=10) == 0
+
+    # A restart publishes the queued jobs again: JetStream drops the copies.
+    proc = start_scheduler()
+    proc.wait_for_log(r"re-published \d+ queued job\(s\): 0 new in the stream")
+    assert len(await requests_for(js, {orphan_account, never_synced})) == 2
+    assert len(await jobs_of(sdb, never_synced)) == 1
+    assert proc.terminate(timeout=10) == 0
+
+
+async def test_two_schedulers_emit_each_daily_sync_exactly_once(
+    start_scheduler: Callable[..., ServiceProcess],
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    day = dt.date(2025, 8, 1)  # a day no other test of this module uses
+    synced_at = dt.datetime(2025, 7, 20, tzinfo=dt.UTC)
+    synced = [await insert_account(sdb, cipher, last_sync_at=synced_at) for _ in range(30)]
+    skipped = [
+        await insert_account(sdb, cipher, last_sync_at=synced_at, marked=True),
+        await insert_account(sdb, cipher, last_sync_at=synced_at, is_active=False),
+        await insert_account(sdb, cipher, last_sync_at=synced_at, deleted=True),
+    ]
+    every_2s = {"SCHEDULE_CRON": "*/2 * * * * *"}
+    a, b = start_scheduler(day, **every_2s), start_scheduler(day, **every_2s)
+
+    for proc in (a, b):
+        proc.wait_for_log(r"(?s)scheduled run done.*scheduled run done", timeout=20)
+
+    rows = await sdb.fetch(
+        """
+        SELECT account_id, kind, count(*) AS n FROM airbnb.sync_jobs
+        WHERE scrape_day = $1 AND account_id = ANY($2::text[]) GROUP BY 1, 2
+        """,
+        day,
+        synced + skipped,
+    )
+    assert {(r["account_id"], r["kind"], r["n"]) for r in rows} == {
+        (acc, "incremental", 1) for acc in synced
+    }
+    jobs = await sdb.fetch(
+        "SELECT * FROM airbnb.sync_jobs WHERE scrape_day = $1 AND account_id = ANY($2::text[])",
+        day,
+        synced,
+    )
+    assert {(j["trigger"], j["window_start"], j["window_end"]) for j in jobs} == {
+        ("schedule", dt.date(2025, 7, 20), dt.date(2025, 9, 6))
+    }
+    msgs = await requests_for(js, set(synced + skipped))
+    by_id = {m: r for m, r in msgs if r.scrape_day == day}
+    assert len(by_id) == len([m for m, r in msgs if r.scrape_day == day]) == len(synced)
+    assert {r.job_id for r in by_id.values()} == {j["job_id"] for j in jobs}
+    assert all(
+        m == topology.sync_request_msg_id(f"{r.account_id}:{day}:incremental")
+        for m, r in by_id.items()
+    )
+    # Both processes did run the fan-out; between them each request went out once.
+    assert a.terminate(timeout=10) == 0
+    assert b.terminate(timeout=10) == 0
+
+
+async def test_sigterm_exits_zero_quickly(
+    start_scheduler: Callable[..., ServiceProcess],
+) -> None:
+    proc = start_scheduler()
+    started = time.monotonic()
+    assert proc.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert "scheduler stopped" in proc.output()
+
+
+def test_bad_cron_expression_is_a_configuration_error(
+    launcher: ServiceLauncher, sched_db_url: str
+) -> None:
+    result = launcher.run(
+        ["scheduler"], env={"DATABASE_URL": sched_db_url, "SCHEDULE_CRON": "at five"}
+    )
+    assert result.returncode == 2
+    assert "SCHEDULE_CRON" in result.stderr
+    assert "Traceback" not in result.stderr

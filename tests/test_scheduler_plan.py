@@ -1,0 +1,260 @@
+"""The scheduler's pure decisions: kinds, dedup keys, retries, refusals, plans, settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from services.scheduler.plan import (
+    Account,
+    ExistingJob,
+    Windows,
+    attempt_number,
+    check_account_id,
+    choose_attempt,
+    chunked,
+    dedup_key,
+    event_wants_backfill,
+    plan_from_existing,
+    plan_jobs,
+    refusal,
+    retry_key,
+    sync_kind,
+    sync_request,
+)
+from services.scheduler.settings import SchedulerSettings, validate_cron
+from shared.airbnb.windows import WindowSettings
+from shared.messages import AccountEvent, SyncRequest, decode, encode
+
+TODAY = dt.date(2025, 7, 11)  # a Friday
+NOW = dt.datetime(2025, 7, 11, 5, 0, tzinfo=dt.UTC)
+WINDOWS = Windows.for_day(TODAY, WindowSettings())
+
+
+def account(account_id: str = "42", **kw: object) -> Account:
+    fields: dict[str, object] = {
+        "cookie_token": "gAAAA-token",
+        "x_client_version": "v1",
+        "user_agent": "ua",
+        **kw,
+    }
+    return Account(account_id=account_id, **fields)  # type: ignore[arg-type]
+
+
+def job(key: str, status: str) -> ExistingJob:
+    return ExistingJob(
+        job_id=uuid.uuid4(),
+        dedup_key=key,
+        status=status,  # type: ignore[arg-type]
+        kind="incremental",
+        trigger="manual",
+        scrape_day=TODAY,
+        window_start=WINDOWS.incremental.start,
+        window_end=WINDOWS.incremental.end,
+        created_at=NOW,
+    )
+
+
+def test_kind_is_full_when_asked_or_never_synced() -> None:
+    assert sync_kind(full_requested=False, never_synced=True) == "full"
+    assert sync_kind(full_requested=True, never_synced=False) == "full"
+    assert sync_kind(full_requested=False, never_synced=False) == "incremental"
+
+
+def test_dedup_key_names_account_day_and_kind() -> None:
+    assert dedup_key("42", TODAY, "full") == "42:2025-07-11:full"
+    assert dedup_key("42", TODAY, "incremental") != dedup_key("42", TODAY, "full")
+    assert retry_key("42:2025-07-11:full", 2) == "42:2025-07-11:full:retry-2"
+    assert attempt_number("42:2025-07-11:full") == 0
+    assert attempt_number("42:2025-07-11:full:retry-12") == 12
+
+
+def test_windows_first_run_goes_25_weeks_back_later_runs_one() -> None:
+    # Sunday on or before 2025-07-11 is 2025-07-06; Saturday on or after is 2025-07-12.
+    assert WINDOWS.full.start == dt.date(2025, 7, 6) - dt.timedelta(weeks=25)
+    assert WINDOWS.incremental.start == dt.date(2025, 6, 29)
+    assert WINDOWS.full.end == WINDOWS.incremental.end == dt.date(2025, 8, 16)
+    custom = Windows.for_day(TODAY, WindowSettings(first_run_weeks_back=2, weeks_ahead=0))
+    assert custom.full == custom.of("full")
+    assert custom.full.start == dt.date(2025, 6, 22)
+    assert custom.full.end == dt.date(2025, 7, 12)
+
+
+class TestChooseAttempt:
+    base = "42:2025-07-11:incremental"
+
+    def test_no_job_yet_creates_the_first_attempt(self) -> None:
+        assert choose_attempt(self.base, [], allow_retry=True) == self.base
+
+    @pytest.mark.parametrize("status", ["queued", "running", "succeeded"])
+    def test_a_live_or_good_job_is_reused(self, status: str) -> None:
+        existing = job(self.base, status)
+        assert choose_attempt(self.base, [existing], allow_retry=True) is existing
+
+    @pytest.mark.parametrize("status", ["failed", "partial"])
+    def test_a_failed_day_gets_a_new_attempt_only_when_retry_is_allowed(self, status: str) -> None:
+        existing = job(self.base, status)
+        assert choose_attempt(self.base, [existing], allow_retry=True) == f"{self.base}:retry-1"
+        # the daily run never retries on its own: one sync per account and day
+        assert choose_attempt(self.base, [existing], allow_retry=False) is existing
+
+    def test_the_latest_attempt_decides(self) -> None:
+        attempts = [
+            job(f"{self.base}:retry-2", "failed"),
+            job(self.base, "failed"),
+            job(f"{self.base}:retry-1", "partial"),
+        ]
+        assert choose_attempt(self.base, attempts, allow_retry=True) == f"{self.base}:retry-3"
+        running = job(f"{self.base}:retry-3", "running")
+        assert choose_attempt(self.base, [*attempts, running], allow_retry=True) is running
+
+    def test_racing_clicks_compute_the_same_key(self) -> None:
+        attempts = [job(self.base, "failed")]
+        keys = {choose_attempt(self.base, attempts, allow_retry=True) for _ in range(5)}
+        assert keys == {f"{self.base}:retry-1"}
+
+    def test_jobs_of_other_keys_are_ignored(self) -> None:
+        other = job("42:2025-07-11:full", "failed")
+        assert choose_attempt(self.base, [other], allow_retry=True) == self.base
+
+
+class TestRefusal:
+    def test_unknown(self) -> None:
+        r = refusal(None, "7")
+        assert r is not None and r.error == "not_found" and "7" in r.detail
+
+    def test_deleted_wins_over_inactive(self) -> None:
+        r = refusal(account(deleted=True, is_active=False), "42")
+        assert r is not None and r.error == "deleted"
+
+    def test_inactive(self) -> None:
+        r = refusal(account(is_active=False), "42")
+        assert r is not None and r.error == "inactive"
+
+    def test_marked_credentials(self) -> None:
+        r = refusal(account(credentials_invalid=True), "42")
+        assert r is not None and r.error == "needs_credentials"
+        assert "gAAAA" not in r.detail
+
+    def test_schedulable(self) -> None:
+        assert refusal(account(), "42") is None
+
+    def test_reply_carries_error_and_sentence(self) -> None:
+        r = refusal(None, "7")
+        assert r is not None
+        reply = r.reply()
+        assert reply.job_id is None and reply.error == "not_found" and reply.detail
+
+
+@pytest.mark.parametrize(
+    ("account_id", "ok"), [("42", True), ("0" * 32, True), ("", False), ("4x2", False)]
+)
+def test_account_id_must_be_digits(account_id: str, ok: bool) -> None:
+    reply = check_account_id(account_id)
+    assert (reply is None) == ok
+    if reply:
+        assert reply.error == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("event", "changes", "never_synced", "expected"),
+    [
+        ("created", {}, True, True),
+        ("restored", {}, False, True),
+        ("updated", {"credentials_changed": True}, False, True),
+        ("updated", {"reactivated": True}, False, True),
+        ("updated", {}, True, True),  # e.g. created inactive, now active: never synced
+        ("updated", {}, False, False),  # a user-agent change of a synced account
+        ("deleted", {}, True, False),
+    ],
+)
+def test_which_events_earn_a_backfill(
+    event: str, changes: dict[str, bool], never_synced: bool, expected: bool
+) -> None:
+    ev = AccountEvent(event=event, account_id="42", at=NOW, **changes)  # type: ignore[arg-type]
+    assert event_wants_backfill(ev, never_synced=never_synced) is expected
+
+
+def test_plan_jobs_picks_kind_window_and_key_per_account_sorted_by_key() -> None:
+    ids = (uuid.UUID(int=i) for i in itertools.count(1))
+    accounts = [account("9", never_synced=False), account("10", never_synced=True)]
+    plans = plan_jobs(
+        accounts,
+        trigger="schedule",
+        scrape_day=TODAY,
+        windows=WINDOWS,
+        now=NOW,
+        new_id=lambda: next(ids),
+    )
+    assert [p.dedup_key for p in plans] == ["10:2025-07-11:full", "9:2025-07-11:incremental"]
+    first, later = plans
+    assert (first.kind, first.window_start, first.window_end) == (
+        "full",
+        WINDOWS.full.start,
+        WINDOWS.full.end,
+    )
+    assert (later.kind, later.window_start) == ("incremental", WINDOWS.incremental.start)
+    assert {p.scrape_day for p in plans} == {TODAY}
+    assert {p.trigger for p in plans} == {"schedule"}
+    forced = plan_jobs(
+        accounts, trigger="manual", scrape_day=TODAY, windows=WINDOWS, now=NOW, full=True
+    )
+    assert {p.kind for p in forced} == {"full"}
+
+
+def test_sync_request_carries_the_token_and_scrape_day_and_round_trips() -> None:
+    (plan,) = plan_jobs([account()], trigger="manual", scrape_day=TODAY, windows=WINDOWS, now=NOW)
+    msg = sync_request(plan)
+    assert msg.credentials.cookie_token == "gAAAA-token"
+    assert msg.scrape_day == TODAY and msg.job_id == plan.job_id
+    assert decode(SyncRequest, encode(msg)) == msg
+
+
+def test_a_republished_job_is_the_same_message() -> None:
+    (plan,) = plan_jobs([account()], trigger="manual", scrape_day=TODAY, windows=WINDOWS, now=NOW)
+    existing = ExistingJob(
+        job_id=plan.job_id,
+        dedup_key=plan.dedup_key,
+        status="queued",
+        kind=plan.kind,
+        trigger=plan.trigger,
+        scrape_day=plan.scrape_day,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        created_at=plan.requested_at,
+    )
+    again = plan_from_existing(existing, plan.account_id, plan.credentials)
+    assert encode(sync_request(again)) == encode(sync_request(plan))
+
+
+def test_chunked() -> None:
+    assert [list(c) for c in chunked([1, 2, 3, 4, 5], 2)] == [[1, 2], [3, 4], [5]]
+    assert list(chunked([], 3)) == []
+
+
+@pytest.mark.parametrize("expr", ["0 5 * * *", "*/2 * * * * *", "  0 5 * * MON  "])
+def test_good_cron_expressions(expr: str) -> None:
+    assert validate_cron(expr.strip()) == expr.strip()
+
+
+@pytest.mark.parametrize("expr", ["", "every day", "61 5 * * *", "0 5 * *", "0 5 31 2 *"])
+def test_bad_cron_expressions(expr: str) -> None:
+    with pytest.raises(ValueError, match="not a valid cron expression"):
+        validate_cron(expr)
+
+
+def test_settings_default_cron_and_window_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@localhost/db")
+    monkeypatch.setenv("NATS_URL", "nats://localhost:4222")
+    monkeypatch.delenv("SCHEDULE_CRON", raising=False)
+    monkeypatch.setenv("FIRST_RUN_WEEKS_BACK", "3")
+    s = SchedulerSettings()
+    assert s.schedule_cron == "0 5 * * *"
+    assert s.window_settings() == WindowSettings(first_run_weeks_back=3)
+    monkeypatch.setenv("SCHEDULE_CRON", "not cron")
+    with pytest.raises(ValidationError, match="not a valid cron expression"):
+        SchedulerSettings()
