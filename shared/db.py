@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 import orjson
+
+# A service's own per-connection setup, run after the shared one on every new connection.
+ConnectionInit = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -17,12 +22,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, init: ConnectionInit | None = None
+) -> asyncpg.Pool:
+    async def init_connection(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if init is not None:
+            await init(conn)
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=60,
         server_settings={"application_name": "sync-airbnb"},
     )

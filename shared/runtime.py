@@ -30,7 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 # them all (at zero) in every process.
 import shared.metrics  # noqa: F401
 from shared import topology
-from shared.db import create_pool
+from shared.db import ConnectionInit, create_pool
+from shared.settings import NatsSettings
 
 log = logging.getLogger("sync_airbnb.runtime")
 
@@ -145,7 +146,9 @@ async def _retry_until_stopped(
         delay = min(delay * 2, 10)
 
 
-def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
+def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCtx:
+    url = settings.nats_url
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
 
@@ -179,7 +182,11 @@ def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
         connected = True
         js = nc.jetstream()
         if provision:
-            await _retry_until_stopped(state, "JetStream", lambda: topology.provision(js))
+            await _retry_until_stopped(
+                state,
+                "JetStream",
+                lambda: topology.provision(js, ack_wait_s=settings.jetstream_ack_wait_s),
+            )
         app[NATS] = nc
         app[JETSTREAM] = js
 
@@ -196,11 +203,17 @@ def nats_context(url: str, *, provision: bool = True) -> CleanupCtx:
     return ctx
 
 
-def db_context(url: str, *, min_size: int = 1, max_size: int = 10) -> CleanupCtx:
+def db_context(
+    url: str, *, min_size: int = 1, max_size: int = 10, init: ConnectionInit | None = None
+) -> CleanupCtx:
+    """The asyncpg pool as ``app[DB_POOL]``; ``init`` adds a service's per-connection setup."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
         pool = await _retry_until_stopped(
-            state, "PostgreSQL", lambda: create_pool(url, min_size=min_size, max_size=max_size)
+            state,
+            "PostgreSQL",
+            lambda: create_pool(url, min_size=min_size, max_size=max_size, init=init),
         )
         app[DB_POOL] = pool
 
@@ -255,9 +268,17 @@ def worker_context(name: str, worker: Worker) -> CleanupCtx:
 
 
 def service_app(
-    service: str, *, shutdown_timeout_s: float, middlewares: tuple = ()
+    service: str,
+    *,
+    shutdown_timeout_s: float,
+    middlewares: tuple = (),
+    client_max_size: int = 1024**2,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, *middlewares])
+    # client_max_size: aiohttp refuses (413) a request body larger than this while reading
+    # it, chunked or not; 1 MiB is aiohttp's own default.
+    app = web.Application(
+        middlewares=[error_middleware, *middlewares], client_max_size=client_max_size
+    )
     app[RUNTIME] = RuntimeState(service=service, shutdown_timeout_s=shutdown_timeout_s)
     add_operational_routes(app)
     return app

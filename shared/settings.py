@@ -62,6 +62,11 @@ class DatabaseSettings(BaseServiceSettings):
 
 class NatsSettings(BaseServiceSettings):
     nats_url: str = Field(validation_alias="NATS_URL")
+    # How long JetStream waits for an ack before redelivering to another replica. Workers
+    # send in-progress acks well within it; a process killed mid-work is noticed after it.
+    jetstream_ack_wait_s: float = Field(
+        default=60.0, ge=1, le=3600, validation_alias="JETSTREAM_ACK_WAIT_S"
+    )
 
     @field_validator("nats_url")
     @classmethod

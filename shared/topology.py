@@ -7,6 +7,7 @@ never deletes a stream, a consumer or their data.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -197,8 +198,11 @@ def fetch_listings_key(job_id: object) -> str:
 # --- provisioning -------------------------------------------------------------------------
 
 
-async def provision(js: JetStreamContext) -> None:
+async def provision(js: JetStreamContext, *, ack_wait_s: float | None = None) -> None:
     """Create or update every stream, consumer and bucket; never delete anything.
+
+    ``ack_wait_s`` (JETSTREAM_ACK_WAIT_S) replaces the consumers' ack_wait; every
+    service of one deployment must agree on it, or each start flips it back.
 
     Adding an existing stream with the same config is a no-op in JetStream, so
     several services may provision at once; a changed config is an update.
@@ -210,7 +214,10 @@ async def provision(js: JetStreamContext) -> None:
             await js.update_stream(stream)
     for consumer in CONSUMERS:
         # The create API without an action creates, or updates a durable in place.
-        await js.add_consumer(consumer.stream, consumer.config)
+        config = consumer.config
+        if ack_wait_s is not None:
+            config = dataclasses.replace(config, ack_wait=ack_wait_s)
+        await js.add_consumer(consumer.stream, config)
     for bucket in KV_BUCKETS:
         try:
             await js.create_key_value(bucket)

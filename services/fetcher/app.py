@@ -255,7 +255,7 @@ async def fetch_worker(app: web.Application, stopping: asyncio.Event) -> None:
 def create_app(settings: FetcherSettings) -> web.Application:
     app = service_app(SERVICE, shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(nats_context(settings.nats_url))
+    app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(worker_context("fetch-requests", fetch_worker))
     return app
 

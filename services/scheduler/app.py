@@ -292,7 +292,7 @@ async def schedule_worker(app: web.Application, stopping: asyncio.Event) -> None
 def create_app(settings: SchedulerSettings) -> web.Application:
     app = service_app(SERVICE, shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(nats_context(settings.nats_url))
+    app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(
         db_context(
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
