@@ -17,6 +17,8 @@ from tests.infra import (
     NatsServer,
     PostgresServer,
     ServiceLauncher,
+    create_database,
+    drop_database,
     new_database_name,
     start_postgres,
 )
@@ -40,23 +42,6 @@ def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
     server = start_postgres(workdir)
     yield server
     server.stop()
-
-
-async def create_database(server: PostgresServer, name: str) -> str:
-    conn = await asyncpg.connect(server.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.database_url(name)
-
-
-async def drop_database(server: PostgresServer, name: str) -> None:
-    conn = await asyncpg.connect(server.admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")

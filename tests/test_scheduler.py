@@ -36,8 +36,14 @@ from shared.messages import (
     encode,
 )
 from shared.migrate import apply_migrations
-from tests.conftest import create_database, drop_database
-from tests.infra import PostgresServer, ServiceLauncher, ServiceProcess, new_database_name
+from tests.infra import (
+    PostgresServer,
+    ServiceLauncher,
+    ServiceProcess,
+    create_database,
+    drop_database,
+    new_database_name,
+)
 
 TODAY = dt.date(2025, 7, 11)  # a Friday: the week runs Sunday 07-06 .. Saturday 07-12
 FULL_WINDOW = (dt.date(2025, 1, 12), dt.date(2025, 8, 16))  # 25 weeks back, 5 ahead
