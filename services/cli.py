@@ -51,7 +51,9 @@ COMMANDS: dict[str, Command] = {
         "run the scheduler (daily runs, backfills, manual triggers)", "services.scheduler.app:main"
     ),
     "fetcher": Command("run one fetcher replica (talks to Airbnb)", "services.fetcher.app:main"),
-    "writer": Command("run one writer replica (writes metrics to PostgreSQL)", None),
+    "writer": Command(
+        "run one writer replica (writes metrics to PostgreSQL)", "services.writer.app:main"
+    ),
     "simulator": Command(
         "run the Airbnb simulator", "services.simulator.app:main", _simulator_args
     ),

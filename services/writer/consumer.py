@@ -1,0 +1,370 @@
+"""The writer's NATS edge: fetch a batch, commit it, ack it; never lose a message.
+
+Per batch (docs/data-path.md, Writer):
+
+- decode and plan every message; one that cannot be decoded, or holds a row that
+  can never be written, goes to the dead letters at once (and is termed);
+- commit the rest in one transaction (services/writer/store.py), then ack them;
+- PostgreSQL unreachable: retry the whole batch with exponential backoff (cap
+  ``WRITER_DB_RETRY_MAX_S``), ack nothing, keep every message in flight with
+  in-progress acks; on shutdown nak the batch instead;
+- any other failure: isolate, i.e. retry the batch message by message. A message
+  that fails alone for a data reason that can never go away is dead-lettered at
+  once; for another reason it is nak'ed with a delay, and dead-lettered when it
+  reaches ``topology.MAX_DELIVER`` deliveries. The rest keep flowing.
+
+After a commit: acks, metrics, one log line per job state change, and a core-NATS
+notification per job touched on ``airbnb.jobs.{job_id}`` for progress displays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+import nats.errors
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from services.writer import plan, store
+from services.writer.plan import Planned, RowError
+from services.writer.settings import WriterSettings
+from shared import topology
+from shared.dead_letters import send_to_dead_letters
+from shared.logs import log_context
+from shared.messages import MessageDecodeError
+from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, JOBS, ROWS_WRITTEN
+
+log = logging.getLogger("sync_airbnb.writer")
+
+SERVICE = "writer"
+# How long one fetch waits for a first message: bounds how late a stop is noticed.
+IDLE_FETCH_S = 1.0
+ACQUIRE_TIMEOUT_S = 10.0
+
+ErrorKind = Literal["transient", "permanent", "unknown"]
+
+# SQLSTATE classes: connection, transaction rollback (serialization, deadlock),
+# insufficient resources, operator intervention (shutdown), system error.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+# data exception, integrity constraint violation: the same input fails again.
+_PERMANENT_CLASSES = frozenset({"22", "23"})
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """transient: retry the batch as it is; permanent: that input can never succeed."""
+    if isinstance(exc, RowError | store.RowEncodeError | MessageDecodeError):
+        return "permanent"
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        if sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate == "55P03":  # lock_not_available
+            return "transient"
+        if sqlstate[:2] in _PERMANENT_CLASSES:
+            return "permanent"
+        return "unknown"
+    # A closed connection, a refused connect, a pool or command timeout.
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return "transient"
+    return "unknown"
+
+
+def redelivery_delay(num_delivered: int) -> float:
+    """Backoff before a message that failed alone is offered again: 1, 2, 4 ... 60 s."""
+    return float(min(60, 2 ** max(0, num_delivered - 1)))
+
+
+def heartbeat_interval(ack_wait_s: float) -> float:
+    """Seconds between in-progress acks: a quarter of ack_wait, so one lost one is harmless."""
+    return max(0.25, ack_wait_s / 4)
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return msg.metadata.num_delivered
+    except Exception:
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    result: store.CommitResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Orphans:
+    reasons: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopped:
+    pass
+
+
+_Outcome = _Committed | _Orphans | _Failed | _Stopped
+_Item = tuple[Msg, Planned]
+
+
+class Writer:
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        nc: NatsClient,
+        pool: asyncpg.Pool,
+        settings: WriterSettings,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.js = js
+        self.nc = nc
+        self.pool = pool
+        self.settings = settings
+        self.stopping = stopping
+        # In-progress acks well inside the consumer's ack_wait (JETSTREAM_ACK_WAIT_S), so no
+        # message of a batch in hand (a slow commit, PostgreSQL down) goes to another writer.
+        self._heartbeat_s = heartbeat_interval(settings.jetstream_ack_wait_s)
+        # Messages taken from NATS and not yet acked, termed or nak'ed.
+        self._in_hand: dict[int, Msg] = {}
+        self._copy_strategy = plan.CopyStrategy()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        consumer = topology.WRITER_RESULTS
+        sub = await self.js.pull_subscribe_bind(consumer.durable, stream=consumer.stream)
+        log.info(
+            "consuming %s/%s in batches of up to %d messages",
+            consumer.stream,
+            consumer.durable,
+            self.settings.writer_batch_max_messages,
+        )
+        try:
+            while not self.stopping.is_set():
+                msgs = await self._next_batch(sub)
+                if msgs:
+                    await self.handle_batch(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Up to WRITER_BATCH_MAX_MESSAGES, waiting WRITER_BATCH_MAX_WAIT_S after the first one."""
+        limit = self.settings.writer_batch_max_messages
+        try:
+            msgs = await sub.fetch(limit, timeout=IDLE_FETCH_S)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error as exc:
+            # NATS away or reconnecting: nats-py reconnects by itself; wait a little.
+            log.warning("fetching from NATS failed: %s", _describe(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+            return []
+        deadline = time.monotonic() + self.settings.writer_batch_max_wait_s
+        while len(msgs) < limit and not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining < 0.01:
+                break
+            try:
+                msgs.extend(await sub.fetch(limit - len(msgs), timeout=remaining))
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            except nats.errors.Error as exc:
+                log.warning("fetching from NATS failed: %s", _describe(exc))
+                break
+        return msgs
+
+    # --- one batch ------------------------------------------------------------------------
+
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        started = time.monotonic()
+        for msg in msgs:
+            self._in_hand[id(msg)] = msg
+        heartbeat = asyncio.create_task(self._keep_in_flight(), name="writer-heartbeat")
+        try:
+            items: list[_Item] = []
+            for msg in msgs:
+                try:
+                    planned = plan.plan_message(plan.decode_result(msg.subject, msg.data))
+                except MessageDecodeError as exc:
+                    await self._dead_letter(msg, f"undecodable: {exc}", "undecodable")
+                except RowError as exc:
+                    await self._dead_letter(msg, f"row cannot be written: {exc}", "bad_row")
+                except Exception as exc:
+                    # Not the message's known faults: a bug. Retried later, and dead-lettered
+                    # at MAX_DELIVER, so it never blocks the rest nor vanishes.
+                    log.exception("planning a message on %s failed", msg.subject)
+                    await self._failed_alone(msg, exc)
+                else:
+                    items.append((msg, planned))
+            await self._process(items, started)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            # Whatever is still in hand (an unexpected error above) is offered again.
+            for msg in list(self._in_hand.values()):
+                await self._settle(msg, "nak")
+
+    async def _process(self, items: list[_Item], started: float) -> None:
+        while items:
+            outcome = await self._commit_with_retry([p for _, p in items])
+            if isinstance(outcome, _Committed):
+                await self._after_commit(items, outcome.result, started)
+                return
+            if isinstance(outcome, _Stopped):
+                log.info("stopping: %d message(s) of the batch nak'ed for redelivery", len(items))
+                for msg, _ in items:
+                    await self._settle(msg, "nak")
+                return
+            if isinstance(outcome, _Orphans):
+                for i, reason in outcome.reasons.items():
+                    await self._dead_letter(items[i][0], reason, "orphan")
+                items = [item for i, item in enumerate(items) if i not in outcome.reasons]
+                continue
+            if len(items) == 1:
+                await self._failed_alone(items[0][0], outcome.error)
+                return
+            log.warning(
+                "batch of %d messages failed (%s); retrying them one by one",
+                len(items),
+                _describe(outcome.error),
+            )
+            for n, item in enumerate(items):
+                if self.stopping.is_set():
+                    for msg, _ in items[n:]:
+                        await self._settle(msg, "nak")
+                    return
+                await self._process([item], time.monotonic())
+            return
+
+    async def _commit_with_retry(self, batch: list[Planned]) -> _Outcome:
+        delay = 0.2
+        while True:
+            try:
+                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                    return _Committed(await store.commit_batch(conn, batch, self._copy_strategy))
+            except store.OrphanMessages as exc:
+                return _Orphans(exc.reasons)
+            except Exception as exc:
+                if classify_error(exc) != "transient":
+                    return _Failed(exc)
+                if self.stopping.is_set():
+                    return _Stopped()
+                log.warning(
+                    "PostgreSQL unavailable (%s); retrying the batch of %d in %.1fs",
+                    _describe(exc),
+                    len(batch),
+                    delay,
+                )
+                await self._send_in_progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+                if self.stopping.is_set():
+                    return _Stopped()
+                delay = min(delay * 2, self.settings.writer_db_retry_max_s)
+
+    async def _failed_alone(self, msg: Msg, exc: BaseException) -> None:
+        kind = classify_error(exc)
+        deliveries = _deliveries(msg)
+        reason = f"{_describe(exc)} (delivery {deliveries})"
+        if kind == "permanent":
+            await self._dead_letter(msg, f"cannot be written: {reason}", "bad_data")
+        elif deliveries >= topology.MAX_DELIVER:
+            await self._dead_letter(msg, f"failed {deliveries} times: {reason}", "max_deliver")
+        else:
+            delay = redelivery_delay(deliveries)
+            log.warning(
+                "message on %s failed (%s); redelivery in %.0fs",
+                msg.subject,
+                reason,
+                delay,
+                extra={"subject": msg.subject, "deliveries": deliveries},
+            )
+            await self._settle(msg, "nak", delay=delay)
+
+    # --- settling messages ----------------------------------------------------------------
+
+    async def _settle(
+        self, msg: Msg, how: Literal["ack", "nak"], *, delay: float | None = None
+    ) -> None:
+        self._in_hand.pop(id(msg), None)
+        try:
+            if how == "ack":
+                await msg.ack()
+            else:
+                await msg.nak(delay=delay)
+        except Exception as exc:
+            # Not acked means redelivered later, which the ledger makes harmless.
+            log.warning("could not %s a message on %s: %s", how, msg.subject, _describe(exc))
+
+    async def _dead_letter(self, msg: Msg, reason: str, category: str) -> None:
+        self._in_hand.pop(id(msg), None)
+        try:
+            await send_to_dead_letters(self.js, SERVICE, msg, reason, category=category)
+        except Exception as exc:
+            log.error("could not dead-letter a message on %s: %s", msg.subject, _describe(exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=redelivery_delay(_deliveries(msg)))
+
+    async def _send_in_progress(self) -> None:
+        for msg in list(self._in_hand.values()):
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _keep_in_flight(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self._send_in_progress()
+
+    # --- after commit ---------------------------------------------------------------------
+
+    async def _after_commit(
+        self, items: list[_Item], result: store.CommitResult, started: float
+    ) -> None:
+        for msg, _ in items:
+            await self._settle(msg, "ack")
+        COMMIT_SECONDS.observe(time.monotonic() - started)
+        BATCH_ROWS.observe(result.rows_copied)
+        for table, n in result.rows_written.items():
+            ROWS_WRITTEN.labels(table=table).inc(n)
+        for t in result.transitions:
+            JOBS.labels(status=t.status).inc()
+            final = t.status in plan.FINAL_STATUSES
+            snapshot = result.jobs.get(t.job_id, {})
+            with log_context(job_id=str(t.job_id), account_id=t.account_id):
+                log.info(
+                    "job %s: %s",
+                    t.status,
+                    t.detail or "",
+                    extra={
+                        "status": t.status,
+                        **t.counts,
+                        # rows counted up to the end of this batch: exact for a final job
+                        **({"rows_written": snapshot.get("rows_written")} if final else {}),
+                    },
+                )
+        for job_id, snapshot in result.jobs.items():
+            payload = {**snapshot, "final": snapshot["status"] in plan.FINAL_STATUSES}
+            try:
+                await self.nc.publish(
+                    topology.job_updates_subject(job_id), orjson.dumps(payload, default=str)
+                )
+            except Exception as exc:  # a progress display missing one update is harmless
+                log.debug("job update not published: %s", _describe(exc))

@@ -1,0 +1,295 @@
+"""One batch, one transaction: the writer's PostgreSQL edge.
+
+:func:`commit_batch` applies a planned batch (services/writer/plan.py) in the
+order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
+
+1. the batch's jobs must exist and belong to the messages' accounts;
+2. the ledger: the chunks this transaction is first to commit;
+3. the metric rows of those chunks: one COPY per table straight into it when every
+   row is new, else COPY into a temp table and one upsert (plan.CopyStrategy);
+4. lock the jobs (``FOR UPDATE``, in job_id order, so writers never deadlock on
+   them): the bookkeeping and completion checks of two writers must not
+   interleave, and the lock says which jobs are final already;
+5. counters of new chunks, listing results, job events, for jobs not final;
+6. the completion check of every job touched.
+
+A final job is never written again, so replaying a whole stream changes nothing:
+its chunks are in the ledger (no rows, no counters) and its results and events
+are skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.writer import plan, sql
+from services.writer.plan import FINAL_STATUSES, JobRef, Planned
+from shared.messages import JobEvent, ListingResult
+from shared.metric_tables import METRIC_TABLES, SCHEMA
+
+
+class OrphanMessages(Exception):
+    """Messages of the batch that can never apply (see :func:`plan.orphans`), by index."""
+
+    def __init__(self, reasons: dict[int, str]) -> None:
+        super().__init__(f"{len(reasons)} message(s) cannot apply: {reasons}")
+        self.reasons = reasons
+
+
+class RowEncodeError(ValueError):
+    """asyncpg refused a value while encoding the COPY: a row of the wrong type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    job_id: uuid.UUID
+    account_id: str
+    status: str
+    detail: str | None = None
+    # the counts at this transition, for its log line
+    counts: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    rows_copied: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)
+    new_chunks: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+    # job_id -> the job row after commit, for the progress notifications
+    jobs: dict[uuid.UUID, dict[str, object]] = field(default_factory=dict)
+
+
+def _count(status: str) -> int:
+    # "INSERT 0 42" -> 42
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)  # jsonb's binary format: version 1, then the text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """The writer's connections speak jsonb in binary: a binary COPY cannot use the
+    text codec that shared/db.py installs for everyone."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+async def _copy(
+    conn: asyncpg.Connection, table: str, rows: list[plan.Row], *, into: str, schema: str | None
+) -> str:
+    """COPY ``rows`` of metrics table ``table`` into ``schema.into``."""
+    try:
+        return await conn.copy_records_to_table(
+            into,
+            schema_name=schema,
+            records=rows,
+            columns=METRIC_TABLES[table].column_names,  # type: ignore[index]
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Raised by asyncpg's binary encoders, before the row reached the server.
+        raise RowEncodeError(f"{table}: {exc} ({plan.find_type_error(table, rows)})") from exc
+
+
+async def _write_rows(
+    conn: asyncpg.Connection, table: str, rows: list[plan.Row], strategy: plan.CopyStrategy
+) -> int:
+    """Rows written: straight COPY when they are all new, else a merge (plan.CopyStrategy)."""
+    spec = METRIC_TABLES[table]  # type: ignore[index]
+    if strategy.direct(table):
+        try:
+            async with conn.transaction():  # a savepoint: a conflict undoes this COPY only
+                return _count(await _copy(conn, table, rows, into=spec.name, schema=SCHEMA))
+        except asyncpg.UniqueViolationError:
+            strategy.conflicted(table)
+    await conn.execute(sql.CREATE_TEMP[table])
+    await _copy(conn, table, rows, into=sql.temp_table_name(spec), schema=None)
+    return _count(await conn.execute(sql.UPSERT[table]))
+
+
+async def commit_batch(
+    conn: asyncpg.Connection,
+    batch: Sequence[Planned],
+    strategy: plan.CopyStrategy | None = None,
+) -> CommitResult:
+    """Apply ``batch`` in one transaction; raise OrphanMessages before writing anything."""
+    strategy = strategy or plan.CopyStrategy()
+    result = CommitResult()
+    job_ids = sorted({p.message.job_id for p in batch})
+    async with conn.transaction():
+        known = await conn.fetch(sql.FIND_JOBS, job_ids)
+        bad = plan.orphans(batch, {r["job_id"]: JobRef(r["account_id"], "") for r in known})
+        if bad:
+            raise OrphanMessages(bad)
+
+        # The ledger decides which chunks are new; only their rows and counts are written.
+        entries = plan.ledger_entries(batch)
+        new: set[plan.ChunkKey] = set()
+        if entries:
+            returned = await conn.fetch(
+                sql.INSERT_LEDGER,
+                [c[0] for c, _ in entries],
+                [c[1] for c, _ in entries],
+                [c[2] for c, _ in entries],
+                [c[3] for c, _ in entries],
+                [n for _, n in entries],
+            )
+            new = {
+                (r["job_id"], r["airbnb_listing_id"], r["table_name"], r["chunk_no"])
+                for r in returned
+            }
+        result.new_chunks = len(new)
+        for table, rows in plan.rows_to_write(batch, new).items():
+            result.rows_copied += len(rows)
+            result.rows_written[table] = await _write_rows(conn, table, rows, strategy)
+
+        # Only now lock the jobs: the COPY above runs alongside other writers' batches of
+        # the same job, and only the bookkeeping below is serialised per job. Under READ
+        # COMMITTED every statement from here sees what the previous lock holder committed.
+        locked = await conn.fetch(sql.LOCK_JOBS, job_ids)
+        jobs = {r["job_id"]: JobRef(r["account_id"], r["status"]) for r in locked}
+        active = {job_id for job_id, ref in jobs.items() if ref.status not in FINAL_STATUSES}
+
+        per_listing, per_job = plan.chunk_increments(
+            (c, n) for c, n in entries if c in new and c[0] in active
+        )
+        if per_listing:
+            keys = sorted(per_listing)  # one row-lock order in every writer
+            await conn.execute(
+                sql.ADD_LISTING_CHUNKS,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [per_listing[k][0] for k in keys],
+                [per_listing[k][1] for k in keys],
+            )
+            jobs_added = sorted(per_job)
+            await conn.execute(sql.ADD_JOB_ROWS, jobs_added, [per_job[j] for j in jobs_added])
+
+        results = sorted(
+            plan.merge_listing_results(
+                p.message
+                for p in batch
+                if isinstance(p.message, ListingResult) and p.message.job_id in active
+            ),
+            key=lambda r: (r.job_id, r.listing_id),
+        )
+        if results:
+            await conn.execute(
+                sql.UPSERT_JOB_LISTINGS,
+                [r.job_id for r in results],
+                [r.listing_id for r in results],
+                [r.status == "failed" for r in results],
+                [plan.chunks_expected(r) for r in results],
+                [r.error if r.status == "failed" else None for r in results],
+            )
+            by_key = {(jobs[r.job_id].account_id, r.listing_id): r for r in results}
+            names = {k: by_key[k] for k in sorted(by_key)}
+            await conn.execute(
+                sql.UPSERT_LISTINGS,
+                [k[0] for k in names],
+                [k[1] for k in names],
+                [r.internal_name for r in names.values()],
+                [r.listing_name for r in names.values()],
+            )
+
+        for p in batch:
+            if isinstance(p.message, JobEvent):
+                await _apply_event(conn, p.message, jobs, result)
+
+        unfinished = [j for j in job_ids if jobs[j].status not in FINAL_STATUSES]
+        await _complete(conn, unfinished, jobs, result)
+
+        changed = [j for j in job_ids if j in active]
+        if changed:
+            for r in await conn.fetch(sql.JOB_SNAPSHOTS, changed):
+                result.jobs[r["job_id"]] = dict(r)
+    return result
+
+
+async def _apply_event(
+    conn: asyncpg.Connection, event: JobEvent, jobs: dict[uuid.UUID, JobRef], result: CommitResult
+) -> None:
+    job = jobs[event.job_id]
+    if job.status in FINAL_STATUSES:
+        return
+    if event.event == "started":
+        total = plan.listings_total(event)
+        await conn.execute(sql.START_JOB, event.job_id, event.at, total)
+        if event.listing_ids:
+            await conn.execute(sql.ADD_PENDING_LISTINGS, event.job_id, event.listing_ids)
+        if job.status != "running":
+            jobs[event.job_id] = JobRef(job.account_id, "running")
+            result.transitions.append(
+                Transition(
+                    event.job_id,
+                    job.account_id,
+                    "running",
+                    f"{total} listings",
+                    {"listings_total": total},
+                )
+            )
+        return
+    if event.event == "auth_failed":
+        reason = event.reason or "Airbnb rejected the session"
+        error = f"authentication failed: {reason}; the account needs new credentials"
+        await conn.execute(sql.FAIL_JOB, event.job_id, error)
+        # The job's account, not the message's: the lock proved they are the same.
+        await conn.execute(sql.MARK_CREDENTIALS_INVALID, job.account_id, event.at, reason)
+    else:
+        error = f"sync failed: {event.reason or 'the fetcher gave no reason'}"
+        await conn.execute(sql.FAIL_JOB, event.job_id, error)
+    jobs[event.job_id] = JobRef(job.account_id, "failed")
+    result.transitions.append(Transition(event.job_id, job.account_id, "failed", error))
+
+
+async def _complete(
+    conn: asyncpg.Connection,
+    job_ids: list[uuid.UUID],
+    jobs: dict[uuid.UUID, JobRef],
+    result: CommitResult,
+) -> None:
+    """The completion check of docs/data-path.md (Writer 3) for jobs not final yet."""
+    if not job_ids:
+        return
+    await conn.execute(sql.PROMOTE_LISTINGS, job_ids)
+    for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
+        job_id: uuid.UUID = r["job_id"]
+        tally = plan.ListingTally(r["listings_total"], r["known"], r["committed"], r["failed"])
+        outcome = plan.job_outcome(tally)
+        if outcome is None:
+            await conn.execute(sql.UPDATE_JOB_PROGRESS, job_id, tally.committed, tally.failed)
+            continue
+        error: str | None = None
+        if tally.failed:
+            failed = await conn.fetch(sql.FAILED_LISTINGS, job_id, plan.MAX_NAMED_FAILURES)
+            error = plan.job_error(
+                [(f["airbnb_listing_id"], f["error"]) for f in failed], tally.failed, tally.known
+            )
+        await conn.execute(sql.FINISH_JOB, job_id, outcome, tally.committed, tally.failed, error)
+        account_id = jobs[job_id].account_id
+        if plan.advances_last_sync(outcome):
+            await conn.execute(sql.ADVANCE_LAST_SYNC, account_id)
+        jobs[job_id] = JobRef(account_id, outcome)
+        detail = error or f"{tally.committed} listings committed"
+        counts = {
+            "listings_total": tally.listings_total,
+            "listings_succeeded": tally.committed,
+            "listings_failed": tally.failed,
+        }
+        result.transitions.append(Transition(job_id, account_id, outcome, detail, counts))
