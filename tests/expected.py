@@ -37,12 +37,12 @@ def expected_tables(
     listing_ids: Iterable[str],
     scrape_day: dt.date,
     window: DateRange,
-) -> dict[str, dict[Key, dict[str, float | int]]]:
+) -> dict[str, dict[Key, dict[str, float | int | None]]]:
     """table -> row key -> {numeric column: value} for one account's sync."""
     scraped = dt.datetime(scrape_day.year, scrape_day.month, scrape_day.day, tzinfo=dt.UTC)
-    chart_query: dict[Key, dict[str, float | int]] = {}
-    chart_summary: dict[Key, dict[str, float | int]] = {}
-    list_of_metrics: dict[Key, dict[str, float | int]] = {}
+    chart_query: dict[Key, dict[str, float | int | None]] = {}
+    chart_summary: dict[Key, dict[str, float | int | None]] = {}
+    list_of_metrics: dict[Key, dict[str, float | int | None]] = {}
     for listing_id in listing_ids:
         for sl in slice_window(window, _slice_days("ChartQuery")):
             for day in sim.window_truth(seed, [listing_id], sl.start, sl.end, scrape_day):
@@ -52,10 +52,16 @@ def expected_tables(
                     row[f"{m}_similar_value"] = day.similar.value(m)
                 chart_query[(account_id, listing_id, day.day, scraped)] = row
             your, similar = sim.window_totals(seed, [listing_id], sl.start, sl.end, scrape_day)
-            summary = {f"{m}_value": your.value(m) for m in SUMMARY_METRICS}
+            summary: dict[str, float | int | None] = {
+                f"{m}_value": your.value(m) for m in SUMMARY_METRICS
+            }
             for primary in ("p3_impressions", "conversion_rate"):
-                summary[f"{primary}_value_change"] = float(your.value(primary)) - float(
-                    similar.value(primary)
+                # Airbnb compares with similar listings only where both sides have a value.
+                comparable = your.has_value(primary) and similar.has_value(primary)
+                summary[f"{primary}_value_change"] = (
+                    float(your.value(primary)) - float(similar.value(primary))
+                    if comparable
+                    else None
                 )
             chart_summary[(account_id, listing_id, sl.start, scraped)] = summary
         for sl in slice_window(window, _slice_days("ListOfMetricsQuery")):
@@ -71,7 +77,7 @@ def expected_tables(
 
 
 def differences(
-    expected: dict[Key, dict[str, float | int]], actual: dict[Key, dict[str, Any]]
+    expected: dict[Key, dict[str, float | int | None]], actual: dict[Key, dict[str, Any]]
 ) -> list[str]:
     """Human-readable mismatches between expected rows and rows read from the database."""
     problems: list[str] = []

