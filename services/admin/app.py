@@ -21,7 +21,7 @@ SETTINGS = web.AppKey("settings", AdminSettings)
 def create_app(settings: AdminSettings) -> web.Application:
     app = service_app("admin", shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(nats_context(settings.nats_url))
+    app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(
         db_context(
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
