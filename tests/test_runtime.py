@@ -15,8 +15,8 @@ async def test_service_serves_health_and_stops_cleanly_on_sigterm(
     launcher: ServiceLauncher,
 ) -> None:
     port = free_port()
-    proc = launcher.start(["admin"], env={"ADMIN_PORT": str(port), "ADMIN_HOST": "127.0.0.1"})
-    proc.wait_for_log(r"admin ready, listening")
+    proc = launcher.start(["writer"], env={"HTTP_PORT": str(port)})
+    proc.wait_for_log(r"writer ready, listening")
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/health") as resp:
@@ -36,7 +36,7 @@ async def test_service_serves_health_and_stops_cleanly_on_sigterm(
     elapsed = time.monotonic() - started
     assert code == 0, proc.output()[-3000:]
     assert elapsed < 10
-    assert "admin stopped" in proc.output()
+    assert "writer stopped" in proc.output()
     assert "Traceback" not in proc.output()
     leftovers = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert leftovers == []
@@ -46,10 +46,7 @@ async def test_service_waits_for_nats_and_stops_on_sigterm_while_waiting(
     launcher: ServiceLauncher,
 ) -> None:
     dead_port = free_port()
-    proc = launcher.start(
-        ["admin"],
-        env={"ADMIN_PORT": str(free_port()), "NATS_URL": f"nats://127.0.0.1:{dead_port}"},
-    )
+    proc = launcher.start(["writer"], env={"NATS_URL": f"nats://127.0.0.1:{dead_port}"})
     proc.wait_for_log(r"NATS unavailable .*retrying")
     assert proc.terminate(timeout=10) == 0
     assert "Traceback" not in proc.output()
@@ -59,8 +56,8 @@ async def test_readiness_names_the_dependency_that_is_down(
     launcher: ServiceLauncher, nats_server
 ) -> None:
     port = free_port()
-    proc = launcher.start(["admin"], env={"ADMIN_PORT": str(port)})
-    proc.wait_for_log(r"admin ready, listening")
+    proc = launcher.start(["writer"], env={"HTTP_PORT": str(port)})
+    proc.wait_for_log(r"writer ready, listening")
     nats_server.stop()
     try:
         async with aiohttp.ClientSession() as http:
