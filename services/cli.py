@@ -63,7 +63,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "sync": Command("trigger a sync of one account", None, _sync_args),
     "rotate-keys": Command(
-        "re-encrypt every stored credential under the first SECRET_KEYS key", None
+        "re-encrypt every stored credential under the first SECRET_KEYS key",
+        "services.admin.rotate_keys:main",
     ),
 }
 

@@ -1,0 +1,39 @@
+"""The admin service: the operator's HTTP API (``sync-airbnb admin``).
+
+Routes (all under ``/api/v1`` need ``X-API-Key``; so does ``/docs``, and ``/metrics``
+when ``ADMIN_METRICS_PUBLIC=false``; ``/health`` and ``/health/ready`` never do):
+
+====== =========================================== =======================================
+POST   /api/v1/accounts                            create (201) or update (200)
+GET    /api/v1/accounts                            list: limit, offset, active, deleted,
+                                                   customer_id
+GET    /api/v1/accounts/{account_id}               read (soft-deleted ones too)
+PATCH  /api/v1/accounts/{account_id}               change some fields
+DELETE /api/v1/accounts/{account_id}               soft delete (409 when already deleted)
+POST   /api/v1/accounts/{account_id}/restore       restore (409 when not deleted)
+POST   /api/v1/accounts/{account_id}/sync          202 + job_id, via the scheduler
+GET    /api/v1/accounts/{account_id}/syncs         jobs, newest first
+GET    /api/v1/syncs/{job_id}                      one job with its listings
+GET    /api/v1/accounts/{account_id}/metrics/export CSV or JSON, streamed
+GET    /api/v1/openapi.json, /docs                 the OpenAPI 3.1 document, as JSON and HTML
+GET    /health, /health/ready, /metrics            served by shared.runtime
+====== =========================================== =======================================
+
+Modules: ``app`` (factory, cleanup contexts), ``routes`` (the one route table, which
+also feeds the document), ``handlers`` (thin: parse, call, answer), ``models``
+(pydantic bodies and queries: the contract), ``accounts`` / ``syncs`` / ``export``
+(the logic, as plain classes), ``middlewares`` (errors as JSON, API keys, body size,
+CORS), ``openapi`` (document and /docs page), ``errors``, ``settings``, ``state``
+(typed app keys), ``rotate_keys`` (``sync-airbnb rotate-keys``).
+
+Decisions worth knowing:
+
+- The cookie is a write-only field: encrypted (``CredentialCipher``, MultiFernet over
+  ``SECRET_KEYS``) before any query, excluded from ``repr``/``model_dump``, never read
+  back, never echoed by a 422 (errors carry field, message and type, not the input).
+- An account change is committed only after JetStream stored its event; if NATS is
+  down the change is rolled back and the answer is 503 (no unannounced change).
+- A soft-deleted account must be restored before it can be updated (409).
+- Errors are ``{"error": code, "detail": text, "fields"?: [...]}``; 422 for any bad
+  body or query (invalid JSON included), 404 for a path id that cannot exist.
+"""

@@ -1,32 +1,86 @@
 """``sync-airbnb admin``: the operator's HTTP API (accounts, syncs, jobs, export).
 
-The JSON API under /api/v1 is built in the admin issue; this factory already
-owns the resources it will use and the operational routes.
+``create_app(settings)`` is the factory that ``main`` serves and tests drive
+with ``aiohttp_client``. Resources are cleanup contexts, in order: NATS, the
+PostgreSQL pool, then the service objects built on both. The route table is
+``routes.py``; middlewares (errors, auth, body size, CORS) are ``middlewares.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.admin.accounts import AccountEvents, AccountService
+from services.admin.export import MetricsExport
+from services.admin.middlewares import Cors, api_key_auth, body_limit, json_errors, security_headers
+from services.admin.openapi import build_document, render_docs
+from services.admin.routes import all_operations, public_paths, setup_routes
 from services.admin.settings import AdminSettings
+from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SETTINGS, SYNCS
+from services.admin.syncs import JobQueries, SyncTrigger
+from shared.crypto import CredentialCipher
 from shared.logs import setup_logging
-from shared.runtime import db_context, nats_context, serve, service_app
+from shared.runtime import DB_POOL, JETSTREAM, NATS, db_context, nats_context, serve, service_app
 from shared.settings import load_settings
 
-SETTINGS = web.AppKey("settings", AdminSettings)
+__all__ = ["SETTINGS", "create_app", "main"]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sync-airbnb")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The service objects, once NATS and the pool exist."""
+    settings = app[SETTINGS]
+    pool = app[DB_POOL]
+    cipher = CredentialCipher(settings.secret_keys)
+    events = AccountEvents(app[JETSTREAM], settings.event_publish_timeout_s)
+    app[ACCOUNTS] = AccountService(pool, cipher, events)
+    app[SYNCS] = SyncTrigger(pool, app[NATS], settings.sync_trigger_timeout_s)
+    app[JOBS] = JobQueries(pool)
+    app[EXPORT] = MetricsExport(
+        pool, max_days=settings.export_max_days, fetch_rows=settings.export_fetch_rows
+    )
+    yield
 
 
 def create_app(settings: AdminSettings) -> web.Application:
-    app = service_app("admin", shutdown_timeout_s=settings.shutdown_timeout_s)
+    cors = Cors(settings.admin_cors_origins)
+    middlewares = (
+        *((cors.preflight,) if cors.enabled else ()),
+        json_errors,
+        api_key_auth(settings.admin_api_keys, public_paths(settings)),
+        body_limit(settings.admin_max_body_bytes),
+    )
+    app = service_app(
+        "admin",
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        middlewares=middlewares,
+        client_max_size=settings.admin_max_body_bytes,
+    )
     app[SETTINGS] = settings
+    doc = build_document(all_operations(settings), title="sync-airbnb admin", version=_version())
+    app[OPENAPI] = doc
+    app[DOCS_HTML] = render_docs(doc)
+    setup_routes(app)
+    app.on_response_prepare.append(security_headers)
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_response_prepare)
     app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(
         db_context(
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
     )
+    app.cleanup_ctx.append(_services)
     return app
 
 

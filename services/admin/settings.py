@@ -1,4 +1,4 @@
-"""Settings of ``sync-airbnb admin``."""
+"""Settings of ``sync-airbnb admin`` (and of ``sync-airbnb rotate-keys``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,31 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     admin_api_keys: CsvList = Field(validation_alias="ADMIN_API_KEYS")
     admin_host: str = Field(default="0.0.0.0", validation_alias="ADMIN_HOST")
     admin_port: int = Field(default=8000, ge=0, le=65535, validation_alias="ADMIN_PORT")
+    # Request bodies are small JSON documents; anything larger is refused with 413 before
+    # it is read into memory.
+    admin_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, validation_alias="ADMIN_MAX_BODY_BYTES"
+    )
+    # Empty: CORS is off (no Access-Control-* header is ever sent). "*" allows any origin.
+    admin_cors_origins: CsvList = Field(default_factory=list, validation_alias="ADMIN_CORS_ORIGINS")
+    # true (the default, as in every other service): /metrics answers without X-API-Key, for
+    # Prometheus; false puts it behind the key like the API.
+    admin_metrics_public: bool = Field(default=True, validation_alias="ADMIN_METRICS_PUBLIC")
+    # How long POST /accounts/{id}/sync waits for the scheduler before answering 503.
+    sync_trigger_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
+    )
+    # How long an account change waits for JetStream to store its event before giving up
+    # (and rolling the change back, so that no change goes unannounced).
+    event_publish_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="EVENT_PUBLISH_TIMEOUT_S"
+    )
+    # The longest date range one export may span, in days (inclusive of both ends).
+    export_max_days: int = Field(default=400, ge=1, le=3660, validation_alias="EXPORT_MAX_DAYS")
+    # Rows the export's server-side cursor fetches per round trip.
+    export_fetch_rows: int = Field(
+        default=2000, ge=10, le=100_000, validation_alias="EXPORT_FETCH_ROWS"
+    )
 
     @field_validator("admin_api_keys")
     @classmethod

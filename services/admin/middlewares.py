@@ -1,0 +1,181 @@
+"""Cross-cutting concerns of the admin API: errors as JSON, API keys, body size, CORS.
+
+Order (outermost first, after the runtime's own last-resort ``error_middleware``):
+``cors_preflight`` → ``json_errors`` → ``api_key_auth`` → ``body_limit`` → handler.
+Preflight is answered before authentication (browsers send no custom header on
+it); every error, including the auth middleware's, is rendered as JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import asyncpg
+from aiohttp import web
+from nats.errors import ConnectionClosedError
+
+from services.admin.errors import ApiError
+from services.admin.openapi import API_KEY_HEADER
+from shared.runtime import json_response
+
+log = logging.getLogger("sync_airbnb.admin.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+# What a database that cannot be reached raises; answered 503, not 500.
+_DB_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionRefusedError,
+)
+
+
+def _code(status: int) -> str:
+    return {
+        400: "bad_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+        415: "unsupported_media_type",
+    }.get(status, f"http_{status}")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is an ErrorBody, and none carries a stack trace."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        resp = json_response(exc.body().model_dump(mode="json", exclude_none=True), exc.status)
+        resp.headers.update(exc.headers)
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.reason
+        if exc.status == 413:
+            detail = "the request body is too large"
+        resp = json_response({"error": _code(exc.status), "detail": detail}, exc.status)
+        if "Allow" in exc.headers:  # 405 must say what is allowed
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except _DB_DOWN as exc:
+        log.warning(
+            "%s %s: database unavailable (%s)", request.method, request.path, type(exc).__name__
+        )
+        return json_response(
+            {"error": "database_unavailable", "detail": "PostgreSQL is not reachable"}, 503
+        )
+    except ConnectionClosedError:
+        return json_response({"error": "nats_unavailable", "detail": "NATS is not reachable"}, 503)
+
+
+def api_key_auth(keys: Iterable[str], public_paths: Iterable[str]) -> Middleware:
+    """401 without X-API-Key, 403 with a key that is not one of ``keys``.
+
+    Each configured key is compared with ``hmac.compare_digest`` and every key is tried
+    whatever the earlier results, so the time taken says nothing about how close a
+    guess was or which key matched.
+    """
+    accepted = [k.encode() for k in keys]
+    public = frozenset(public_paths)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in public:
+            return await handler(request)
+        given = request.headers.get(API_KEY_HEADER)
+        if not given:
+            raise ApiError(
+                401, "missing_api_key", f"send an API key in the {API_KEY_HEADER} header"
+            )
+        # surrogateescape: a header that is not valid UTF-8 is compared, not a crash.
+        candidate = given.encode("utf-8", "surrogateescape")
+        ok = False
+        for key in accepted:
+            ok |= hmac.compare_digest(candidate, key)
+        if not ok:
+            raise ApiError(403, "invalid_api_key", f"the {API_KEY_HEADER} is not valid")
+        return await handler(request)
+
+    return middleware
+
+
+def body_limit(max_bytes: int) -> Middleware:
+    """413 for a declared Content-Length over the limit, before anything is read.
+
+    A chunked body has no length up front; the application's ``client_max_size`` (the
+    same limit) stops it while it is read.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise ApiError(
+                413, "body_too_large", f"the request body is larger than {max_bytes} bytes"
+            )
+        return await handler(request)
+
+    return middleware
+
+
+class Cors:
+    """CORS for the listed origins only; with none listed it adds nothing (off).
+
+    Preflight (OPTIONS with Access-Control-Request-Method) is answered by the
+    middleware; the Allow-Origin header goes on every response through
+    ``on_response_prepare``, so streamed responses get it too.
+    """
+
+    def __init__(self, origins: Iterable[str]) -> None:
+        self.origins = frozenset(origins)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.origins)
+
+    def _allowed(self, origin: str | None) -> str | None:
+        if origin is None:
+            return None
+        if "*" in self.origins:
+            return "*"
+        return origin if origin in self.origins else None
+
+    @web.middleware
+    async def preflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+            and (origin := self._allowed(request.headers.get("Origin")))
+        ):
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
+                    "Access-Control-Allow-Headers": f"{API_KEY_HEADER}, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                },
+            )
+        return await handler(request)
+
+    async def on_response_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
+        origin = self._allowed(request.headers.get("Origin"))
+        if origin is not None:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+
+
+async def security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """on_response_prepare: answers are not to be sniffed, framed or cached."""
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith("/api/"):
+        resp.headers.setdefault("Cache-Control", "no-store")

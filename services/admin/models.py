@@ -1,0 +1,279 @@
+"""The admin API's request and response bodies, as pydantic models.
+
+These models are the single source of the contract: handlers validate with
+them, responses are dumped through them, and ``openapi.py`` builds the OpenAPI
+document from their JSON schemas. A constraint lives here once (a ``pattern``,
+a length, a bound), so the document and the validation cannot disagree.
+
+Patterns are ASCII-only on purpose: the cookie, the client version and the user
+agent go into HTTP headers sent to Airbnb, so control characters (header
+injection) and NUL (which PostgreSQL text refuses) are rejected at the edge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from shared.messages import JobStatus, SyncKind
+from shared.metric_tables import TableName
+
+ACCOUNT_ID_PATTERN = r"^[0-9]{1,32}$"
+# Printable ASCII, no leading or trailing space.
+PRINTABLE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
+# A Cookie header (printable ASCII) holding a non-empty `_user_attributes` cookie, which
+# Airbnb needs to tell whose insights to return.
+COOKIE_PATTERN = r"^([\x20-\x3a\x3c-\x7e]*;)* *_user_attributes=[\x21-\x3a\x3c-\x7e][\x20-\x7e]*$"
+
+# What a 422 says instead of pydantic's "String should match pattern '...'"; keyed by field.
+PATTERN_HINTS: dict[str, str] = {
+    "account_id": "must be 1 to 32 digits",
+    "airbnb_cookie": "must be a Cookie header (printable ASCII) holding the _user_attributes "
+    "cookie with a value",
+    "x_client_version": "must be printable ASCII without leading or trailing spaces",
+    "user_agent": "must be printable ASCII without leading or trailing spaces",
+    "customer_id": "must be printable ASCII without leading or trailing spaces",
+}
+
+MAX_PAGE_SIZE = 500
+# Bounded so that OFFSET never overflows PostgreSQL's bigint (a 500, not a 422).
+MAX_OFFSET = 1_000_000_000
+
+AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_ID_PATTERN)]
+AirbnbCookie = Annotated[
+    str, StringConstraints(min_length=1, max_length=8192, pattern=COOKIE_PATTERN)
+]
+ClientVersion = Annotated[str, StringConstraints(max_length=200, pattern=PRINTABLE_PATTERN)]
+UserAgent = Annotated[str, StringConstraints(max_length=1000, pattern=PRINTABLE_PATTERN)]
+CustomerId = Annotated[str, StringConstraints(max_length=200, pattern=PRINTABLE_PATTERN)]
+Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="page size")]
+Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET, description="rows to skip")]
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional(**kwargs: Any) -> Any:
+    """Absent means "leave as it is": the default None is internal, not part of the schema
+    (which would otherwise say ``default: null`` for a field that must not be null)."""
+    return Field(default=None, json_schema_extra=_drop_default, **kwargs)
+
+
+def _cookie_field(description: str, *, required: bool = False) -> Any:
+    # repr=False and exclude=True: the cookie never shows in a repr (a log line, a traceback)
+    # nor in model_dump(); code reads the attribute explicitly, once, to encrypt it.
+    if required:
+        return Field(repr=False, exclude=True, description=description)
+    return _optional(repr=False, exclude=True, description=description)
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are an error (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+class AccountCreate(Body):
+    """Create an account, or update the one with this account_id."""
+
+    account_id: AccountId = Field(description="the Airbnb host's user id (digits)")
+    airbnb_cookie: AirbnbCookie = _cookie_field(
+        "the Airbnb session's Cookie header; stored encrypted, never returned", required=True
+    )
+    x_client_version: ClientVersion = Field(description="Airbnb's X-Client-Version header")
+    user_agent: UserAgent = Field(description="the browser User-Agent that goes with the cookie")
+    customer_id: CustomerId | None = Field(default=None, description="your own customer id")
+    is_active: bool = Field(default=True, description="false: kept, but never synced")
+
+
+class AccountPatch(Body):
+    """Change some fields; absent fields stay as they are, ``customer_id: null`` clears it.
+
+    Only customer_id may be null: the other fields are required columns, so a null is
+    a type error (422), not a silent no-op.
+    """
+
+    airbnb_cookie: AirbnbCookie = _cookie_field(  # type: ignore[assignment]
+        "a new Cookie header; clears the account's needs-new-credentials mark"
+    )
+    x_client_version: ClientVersion = _optional()  # type: ignore[assignment]
+    user_agent: UserAgent = _optional()  # type: ignore[assignment]
+    customer_id: CustomerId | None = None
+    is_active: bool = _optional()  # type: ignore[assignment]
+
+
+class AccountOut(Out):
+    account_id: str
+    customer_id: str | None
+    x_client_version: str
+    user_agent: str
+    is_active: bool
+    needs_credentials: bool = Field(
+        description="Airbnb rejected the session; sync resumes when the cookie changes"
+    )
+    credentials_invalid_at: dt.datetime | None
+    credentials_error: str | None
+    last_sync_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+class AccountListQuery(Query):
+    limit: Limit = 50
+    offset: Offset = 0
+    active: bool | None = Field(default=None, description="only active (true) or inactive")
+    deleted: bool = Field(
+        default=False, description="false: live accounts only; true: soft-deleted ones only"
+    )
+    customer_id: CustomerId | None = None
+
+
+class AccountPage(Out):
+    items: list[AccountOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- syncs --------------------------------------------------------------------------------
+
+
+class SyncTriggerBody(Body):
+    full: bool = Field(default=False, description="re-fetch the first-run window")
+
+
+class SyncAccepted(Out):
+    job_id: uuid.UUID
+    account_id: str
+    full: bool
+    status_url: str
+
+
+class ListingError(Out):
+    listing_id: str
+    error: str | None
+
+
+class JobListingOut(Out):
+    listing_id: str
+    status: Literal["pending", "committed", "failed"]
+    chunks_expected: int | None
+    chunks_committed: int
+    rows_written: int
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobOut(Out):
+    job_id: uuid.UUID
+    account_id: str
+    kind: SyncKind
+    trigger: str
+    status: JobStatus
+    scrape_day: dt.date
+    window_start: dt.date
+    window_end: dt.date
+    listings_total: int | None
+    listings_succeeded: int
+    listings_failed: int
+    listings_pending: int | None = Field(description="null until the fetcher announced them")
+    rows_written: int
+    error: str | None
+    errors: list[ListingError] = Field(description="the listings that failed, and why")
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+    duration_s: float | None = Field(description="started to finished (or to now while running)")
+
+
+class JobDetail(JobOut):
+    listings: list[JobListingOut]
+
+
+class JobListQuery(Query):
+    limit: Limit = 20
+    offset: Offset = 0
+
+
+class JobPage(Out):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+class ExportQuery(Query):
+    """An inclusive date range of one table; chart_query filters on metric_date, the others
+    on window_start. The span limit is EXPORT_MAX_DAYS, checked by the handler."""
+
+    start_date: dt.date
+    end_date: dt.date
+    format: Literal["csv", "json"] = "csv"
+    table: TableName = "chart_query"
+
+    @field_validator("end_date")
+    @classmethod
+    def _ordered(cls, end: dt.date, info: ValidationInfo) -> dt.date:
+        # On end_date, so that the 422 names the field; start_date is validated first.
+        start = info.data.get("start_date")
+        if start is not None and start > end:
+            raise ValueError("must not be before start_date")
+        return end
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class FieldError(Out):
+    field: str = Field(description="dotted path of the field; 'body' for the body as a whole")
+    message: str
+    type: str
+
+
+class ErrorBody(Out):
+    error: str = Field(description="a stable machine-readable code")
+    detail: str
+    fields: list[FieldError] | None = None
+
+
+# --- operational ------------------------------------------------------------------------------
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+    service: str
+
+
+class ReadyOut(Out):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Literal["ok", "down"]] = Field(
+        description="each dependency (postgres, nats) and whether it answers"
+    )

@@ -1,0 +1,281 @@
+"""Every route of the admin service, in one table.
+
+The table drives both the router (:func:`setup_routes`) and the OpenAPI
+document (``openapi.build_document``): what a route accepts and answers is
+declared here once. ``/health``, ``/health/ready`` and ``/metrics`` are served
+by ``shared.runtime`` for every service; they are only documented here.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from services.admin import handlers as h
+from services.admin.models import (
+    AccountCreate,
+    AccountId,
+    AccountListQuery,
+    AccountOut,
+    AccountPage,
+    AccountPatch,
+    ErrorBody,
+    ExportQuery,
+    HealthOut,
+    JobDetail,
+    JobListQuery,
+    JobPage,
+    ReadyOut,
+    SyncAccepted,
+    SyncTriggerBody,
+)
+from services.admin.openapi import Operation, Resp
+from services.admin.settings import AdminSettings
+from shared import runtime
+
+API = "/api/v1"
+ACCOUNT = {"account_id": TypeAdapter(AccountId)}
+JOB = {"job_id": TypeAdapter(uuid.UUID)}
+
+
+def _e(description: str) -> Resp:
+    return Resp(description, ErrorBody)
+
+
+NOT_FOUND = _e("no such account")
+DELETED = _e("the account is soft-deleted (restore it first)")
+EVENTS_DOWN = _e("NATS did not store the account event; nothing was changed")
+
+
+def api_operations() -> list[Operation]:
+    """The routes this service registers itself."""
+    return [
+        Operation(
+            "POST",
+            f"{API}/accounts",
+            h.create_or_update_account,
+            "createOrUpdateAccount",
+            "Create an account, or update the one with this account_id",
+            "accounts",
+            {
+                200: Resp("updated", AccountOut),
+                201: Resp("created", AccountOut),
+                409: DELETED,
+                503: EVENTS_DOWN,
+            },
+            body=AccountCreate,
+            description="The cookie is encrypted at rest and never returned. A changed "
+            "cookie clears the account's needs-new-credentials mark.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts",
+            h.list_accounts,
+            "listAccounts",
+            "List accounts (paginated, by account_id)",
+            "accounts",
+            {200: Resp("a page of accounts", AccountPage)},
+            query=AccountListQuery,
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}",
+            h.get_account,
+            "getAccount",
+            "Read one account (soft-deleted ones too)",
+            "accounts",
+            {200: Resp("the account", AccountOut), 404: NOT_FOUND},
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "PATCH",
+            f"{API}/accounts/{{account_id}}",
+            h.patch_account,
+            "patchAccount",
+            "Change some fields of an account",
+            "accounts",
+            {
+                200: Resp("the changed account", AccountOut),
+                404: NOT_FOUND,
+                409: DELETED,
+                503: EVENTS_DOWN,
+            },
+            body=AccountPatch,
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "DELETE",
+            f"{API}/accounts/{{account_id}}",
+            h.delete_account,
+            "deleteAccount",
+            "Soft-delete an account (kept, never synced, restorable)",
+            "accounts",
+            {
+                200: Resp("the deleted account", AccountOut),
+                404: NOT_FOUND,
+                409: _e("the account is already deleted"),
+                503: EVENTS_DOWN,
+            },
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "POST",
+            f"{API}/accounts/{{account_id}}/restore",
+            h.restore_account,
+            "restoreAccount",
+            "Restore a soft-deleted account",
+            "accounts",
+            {
+                200: Resp("the restored account", AccountOut),
+                404: NOT_FOUND,
+                409: _e("the account is not deleted"),
+                503: EVENTS_DOWN,
+            },
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "POST",
+            f"{API}/accounts/{{account_id}}/sync",
+            h.trigger_sync,
+            "triggerSync",
+            "Ask the scheduler to sync this account now",
+            "syncs",
+            {
+                202: Resp("the scheduler accepted; poll status_url", SyncAccepted),
+                404: NOT_FOUND,
+                409: _e("the account is inactive, deleted, or needs new credentials"),
+                502: _e("the scheduler's answer was not understood"),
+                503: _e("NATS or the scheduler did not answer"),
+            },
+            body=SyncTriggerBody,
+            body_required=False,
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/syncs",
+            h.list_account_syncs,
+            "listAccountSyncs",
+            "The account's sync jobs, newest first",
+            "syncs",
+            {200: Resp("a page of jobs", JobPage), 404: NOT_FOUND},
+            query=JobListQuery,
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "GET",
+            f"{API}/syncs/{{job_id}}",
+            h.get_sync,
+            "getSync",
+            "One sync job, with each listing's progress and error",
+            "syncs",
+            {200: Resp("the job", JobDetail), 404: _e("no such job")},
+            path_params=JOB,
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/metrics/export",
+            h.export_metrics,
+            "exportMetrics",
+            "Export one metrics table of the account over a date range",
+            "metrics",
+            {
+                200: Resp(
+                    "the rows, streamed (CSV with a header line, or one JSON array)",
+                    content={
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/json": {
+                            "schema": {"type": "array", "items": {"type": "object"}}
+                        },
+                    },
+                ),
+                404: NOT_FOUND,
+            },
+            query=ExportQuery,
+            path_params=ACCOUNT,
+            description="Inclusive range: chart_query by metric_date, chart_summary and "
+            "list_of_metrics by window_start; at most EXPORT_MAX_DAYS days.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/openapi.json",
+            h.openapi_json,
+            "openapi",
+            "This document",
+            "meta",
+            {
+                200: Resp(
+                    "OpenAPI 3.1", content={"application/json": {"schema": {"type": "object"}}}
+                )
+            },
+            uses_db=False,
+        ),
+        Operation(
+            "GET",
+            "/docs",
+            h.docs_page,
+            "docs",
+            "This document, as a page",
+            "meta",
+            {200: Resp("HTML", content={"text/html": {"schema": {"type": "string"}}})},
+            uses_db=False,
+        ),
+    ]
+
+
+def runtime_operations(settings: AdminSettings) -> list[Operation]:
+    """The operational routes shared.runtime registers for every service."""
+    return [
+        Operation(
+            "GET",
+            "/health",
+            runtime.health,
+            "health",
+            "Liveness: 200 while the event loop runs",
+            "operations",
+            {200: Resp("alive", HealthOut)},
+            public=True,
+            uses_db=False,
+        ),
+        Operation(
+            "GET",
+            "/health/ready",
+            runtime.ready,
+            "ready",
+            "Readiness: PostgreSQL and NATS both answer",
+            "operations",
+            {200: Resp("ready", ReadyOut), 503: Resp("not ready; checks says which", ReadyOut)},
+            public=True,
+            uses_db=False,
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            runtime.metrics,
+            "metrics",
+            "Prometheus metrics",
+            "operations",
+            {
+                200: Resp(
+                    "Prometheus text format", content={"text/plain": {"schema": {"type": "string"}}}
+                )
+            },
+            public=settings.admin_metrics_public,
+            uses_db=False,
+        ),
+    ]
+
+
+def all_operations(settings: AdminSettings) -> list[Operation]:
+    return [*api_operations(), *runtime_operations(settings)]
+
+
+def public_paths(settings: AdminSettings) -> tuple[str, ...]:
+    return tuple(op.path for op in all_operations(settings) if op.public)
+
+
+def setup_routes(app: web.Application) -> None:
+    for op in api_operations():
+        app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)

@@ -1,0 +1,21 @@
+"""Typed application keys of the admin app (kept apart from app.py to avoid import cycles)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.admin.accounts import AccountService
+from services.admin.export import MetricsExport
+from services.admin.settings import AdminSettings
+from services.admin.syncs import JobQueries, SyncTrigger
+
+SETTINGS = web.AppKey("settings", AdminSettings)
+ACCOUNTS = web.AppKey("accounts", AccountService)
+SYNCS = web.AppKey("syncs", SyncTrigger)
+JOBS = web.AppKey("jobs", JobQueries)
+EXPORT = web.AppKey("export", MetricsExport)
+# The OpenAPI document and its rendered page, built once at start-up.
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+DOCS_HTML = web.AppKey("docs_html", str)

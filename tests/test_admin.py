@@ -1,0 +1,867 @@
+"""The admin API in process (``aiohttp_client`` over ``create_app``), against the session's
+real PostgreSQL and NATS: every route, its success and each of its error paths.
+
+The scheduler's side of ``airbnb.sync.trigger`` is a small real NATS responder
+(:class:`TriggerResponder`) on the session's server, never a mock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from pydantic import TypeAdapter
+
+from services.admin.app import create_app
+from services.admin.models import AccountCreate, AccountPatch, ErrorBody
+from services.admin.routes import api_operations
+from services.admin.settings import AdminSettings
+from services.admin.state import ACCOUNTS
+from shared.crypto import CredentialCipher
+from shared.messages import AccountEvent, SyncTriggerReply, SyncTriggerRequest, decode, encode
+from shared.metric_tables import METRIC_TABLES
+from shared.runtime import NATS
+from shared.topology import ACCOUNT_EVENTS, SYNC_TRIGGER
+
+KEY = {"X-API-Key": "test-key-1"}
+KEY2 = {"X-API-Key": "test-key-2"}
+COOKIE = "bev=1700000000_abc; _user_attributes=%7B%22id%22%3A1%7D; _aat=secret-session"
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+def new_account_id() -> str:
+    return str(random.randint(10**14, 10**15 - 1))
+
+
+def account_body(account_id: str, **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "account_id": account_id,
+        "airbnb_cookie": COOKIE,
+        "x_client_version": "c8a5b1f0",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+    }
+    body.update(over)
+    return body
+
+
+def admin_settings(base_env: dict[str, str], **extra: str) -> AdminSettings:
+    # Built from the session's environment only (init values win over os.environ).
+    return AdminSettings(**{**base_env, **extra})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], base_env: dict[str, str]
+) -> ClientFactory:
+    async def make(**extra: str) -> TestClient:
+        return await aiohttp_client(create_app(admin_settings(base_env, **extra)))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> TestClient:
+    return await make_client(SYNC_TRIGGER_TIMEOUT_S="1")
+
+
+class TriggerResponder:
+    """Answers airbnb.sync.trigger like the scheduler would, and records what it was asked."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.requests: list[SyncTriggerRequest] = []
+        self.reply: Callable[[SyncTriggerRequest], SyncTriggerReply | None] = lambda r: (
+            SyncTriggerReply(job_id=uuid.uuid4())
+        )
+        self._sub: Any = None
+
+    async def __aenter__(self) -> TriggerResponder:
+        async def handle(msg: Msg) -> None:
+            req = decode(SyncTriggerRequest, msg.data)
+            self.requests.append(req)
+            answer = self.reply(req)
+            if answer is not None:  # None: stay silent, as a hung scheduler would
+                await msg.respond(encode(answer))
+
+        self._sub = await self.nc.subscribe(SYNC_TRIGGER, cb=handle)
+        await self.nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sub.unsubscribe()
+        await self.nc.flush()
+
+
+class EventTap:
+    """Collects every AccountEvent published while it is open (core subscription)."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.events: list[AccountEvent] = []
+        self._arrived = asyncio.Event()
+
+    async def __aenter__(self) -> EventTap:
+        async def handle(msg: Msg) -> None:
+            self.events.append(decode(AccountEvent, msg.data))
+            self._arrived.set()
+
+        self._sub = await self.nc.subscribe(ACCOUNT_EVENTS, cb=handle)
+        await self.nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._sub.unsubscribe()
+
+    async def wait_for(self, n: int) -> list[AccountEvent]:
+        async with asyncio.timeout(3):
+            while len(self.events) < n:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.events
+
+    def for_account(self, account_id: str) -> list[tuple[str, bool]]:
+        return [(e.event, e.credentials_changed) for e in self.events if e.account_id == account_id]
+
+
+async def create(client: TestClient, account_id: str | None = None, **over: Any) -> dict[str, Any]:
+    aid = account_id or new_account_id()
+    resp = await client.post("/api/v1/accounts", json=account_body(aid, **over), headers=KEY)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def error_of(resp: Any, status: int) -> ErrorBody:
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.content_type == "application/json"
+    assert "Traceback" not in text and COOKIE not in text
+    return ErrorBody.model_validate_json(text)
+
+
+# --- security ---------------------------------------------------------------------------------
+
+
+async def test_api_key_is_required_everywhere_but_health(client: TestClient) -> None:
+    aid = new_account_id()
+    for path in (
+        "/api/v1/accounts",
+        f"/api/v1/accounts/{aid}",
+        f"/api/v1/accounts/{aid}/syncs",
+        f"/api/v1/syncs/{uuid.uuid4()}",
+        "/api/v1/openapi.json",
+        "/docs",
+        "/no/such/route",
+    ):
+        assert (await error_of(await client.get(path), 401)).error == "missing_api_key"
+        wrong = await client.get(path, headers={"X-API-Key": "test-key-3"})
+        assert (await error_of(wrong, 403)).error == "invalid_api_key"
+        # a key that is not valid UTF-8 / not ASCII is a 403, not a crash
+        odd = await client.get(path, headers={"X-API-Key": "clé-ünïcode"})
+        assert odd.status == 403
+    for method, path in (("POST", "/api/v1/accounts"), ("DELETE", f"/api/v1/accounts/{aid}")):
+        assert (await client.request(method, path)).status == 401
+    for headers in (KEY, KEY2):
+        assert (await client.get("/api/v1/accounts", headers=headers)).status == 200
+    health = await client.get("/health")
+    assert health.status == 200 and (await health.json())["status"] == "ok"
+    ready = await client.get("/health/ready")
+    assert ready.status == 200
+    assert (await ready.json()) == {"status": "ready", "checks": {"nats": "ok", "postgres": "ok"}}
+    # /metrics is public by default, like every service's (ADMIN_METRICS_PUBLIC=true)
+    assert (await client.get("/metrics")).status == 200
+
+
+async def test_metrics_behind_the_key_when_configured(make_client: ClientFactory) -> None:
+    client = await make_client(ADMIN_METRICS_PUBLIC="false")
+    assert (await error_of(await client.get("/metrics"), 401)).error == "missing_api_key"
+    resp = await client.get("/metrics", headers=KEY)
+    assert resp.status == 200 and "python_info" in await resp.text()
+    doc = await (await client.get("/api/v1/openapi.json", headers=KEY)).json()
+    assert "security" not in doc["paths"]["/metrics"]["get"]  # the document says so too
+
+
+async def test_body_size_limit(make_client: ClientFactory) -> None:
+    client = await make_client(ADMIN_MAX_BODY_BYTES="2048")
+    big = account_body(new_account_id(), user_agent="x" * 900, customer_id="y" * 150)
+    big["airbnb_cookie"] = "_user_attributes=" + "z" * 4000
+    # declared length over the limit: refused before reading
+    err = await error_of(await client.post("/api/v1/accounts", json=big, headers=KEY), 413)
+    assert err.error == "body_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 512):
+            yield data[i : i + 512]
+
+    # chunked, no length: stopped while reading by client_max_size
+    resp = await client.post("/api/v1/accounts", data=chunks(), headers=KEY)
+    assert (await error_of(resp, 413)).error == "body_too_large"
+
+
+async def test_cors_off_by_default_and_on_when_configured(make_client: ClientFactory) -> None:
+    origin = {"Origin": "https://ops.example.com"}
+    off = await make_client()
+    resp = await off.get("/api/v1/accounts", headers={**KEY, **origin})
+    assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+    pre = await off.options(
+        "/api/v1/accounts", headers={**origin, "Access-Control-Request-Method": "GET"}
+    )
+    assert pre.status in (401, 405) and "Access-Control-Allow-Origin" not in pre.headers
+
+    on = await make_client(ADMIN_CORS_ORIGINS="https://ops.example.com")
+    pre = await on.options(
+        "/api/v1/accounts", headers={**origin, "Access-Control-Request-Method": "GET"}
+    )
+    assert pre.status == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == "https://ops.example.com"
+    assert "X-API-Key" in pre.headers["Access-Control-Allow-Headers"]
+    resp = await on.get("/api/v1/accounts", headers={**KEY, **origin})
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://ops.example.com"
+    other = await on.get("/api/v1/accounts", headers={**KEY, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_errors_are_json_without_trace(client: TestClient) -> None:
+    resp = await client.put("/api/v1/accounts", headers=KEY)
+    err = await error_of(resp, 405)
+    assert err.error == "method_not_allowed" and "GET" in resp.headers["Allow"]
+    assert (await error_of(await client.get("/api/v1/nothing", headers=KEY), 404)).error == (
+        "not_found"
+    )
+    bad = await client.post(
+        "/api/v1/accounts", data=b"\xff\xfe{not json", headers={**KEY, "Content-Type": "x/y"}
+    )
+    err = await error_of(bad, 422)
+    assert err.fields and err.fields[0].field == "body" and err.fields[0].type == "json_invalid"
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+async def test_create_update_and_credentials_encrypted(
+    client: TestClient, db: asyncpg.Connection, nc: NatsClient, secret_keys: str
+) -> None:
+    aid = new_account_id()
+    async with EventTap(nc) as tap:
+        resp = await client.post(
+            "/api/v1/accounts", json=account_body(aid, customer_id="cust-1"), headers=KEY
+        )
+        text = await resp.text()
+        assert resp.status == 201, text
+        assert resp.headers["Location"] == f"/api/v1/accounts/{aid}"
+        body = json.loads(text)
+        assert "airbnb_cookie" not in body and COOKIE not in text and "_aat" not in text
+        assert body["account_id"] == aid and body["customer_id"] == "cust-1"
+        assert body["is_active"] is True and body["needs_credentials"] is False
+        assert body["deleted_at"] is None and body["last_sync_at"] is None
+
+        row = await db.fetchrow("SELECT * FROM airbnb.accounts WHERE account_id = $1", aid)
+        assert COOKIE not in str(dict(row))
+        cipher = CredentialCipher(secret_keys.split(","))
+        assert cipher.decrypt(row["credentials_encrypted"]) == COOKIE
+
+        # the same id again: an update (200), a new user agent, is_active off
+        again = await client.post(
+            "/api/v1/accounts",
+            json=account_body(aid, user_agent="UA/2", is_active=False),
+            headers=KEY,
+        )
+        assert again.status == 200
+        updated = await again.json()
+        assert updated["user_agent"] == "UA/2" and updated["is_active"] is False
+        assert updated["customer_id"] is None  # create-or-update replaces the whole account
+        assert updated["created_at"] == body["created_at"]
+        token = await db.fetchval(
+            "SELECT credentials_encrypted FROM airbnb.accounts WHERE account_id = $1", aid
+        )
+        assert token == row["credentials_encrypted"]  # same cookie: the token is kept
+        await tap.wait_for(2)
+    assert tap.for_account(aid) == [("created", True), ("updated", False)]
+
+
+async def test_create_validation_names_each_field(client: TestClient) -> None:
+    bad = {
+        "account_id": "12ab",
+        "airbnb_cookie": "session=only; other=1",
+        "x_client_version": "",
+        "user_agent": "bad\r\nInjected: header",
+        "customer_id": "x" * 201,
+        "is_active": "maybe",
+        "cookie": "typo",
+    }
+    err = await error_of(await client.post("/api/v1/accounts", json=bad, headers=KEY), 422)
+    assert err.error == "validation_error"
+    fields = {f.field: f for f in err.fields or []}
+    assert set(fields) == {
+        "account_id",
+        "airbnb_cookie",
+        "x_client_version",
+        "user_agent",
+        "customer_id",
+        "is_active",
+        "cookie",
+    }
+    assert fields["account_id"].message == "must be 1 to 32 digits"
+    assert "_user_attributes" in fields["airbnb_cookie"].message
+    assert fields["cookie"].type == "extra_forbidden"
+    assert "session=only" not in err.model_dump_json()  # the rejected cookie is not echoed
+
+    missing = await client.post("/api/v1/accounts", json={}, headers=KEY)
+    err = await error_of(missing, 422)
+    assert {f.field for f in err.fields or []} == {
+        "account_id",
+        "airbnb_cookie",
+        "x_client_version",
+        "user_agent",
+    }
+    empty_cookie = await client.post(
+        "/api/v1/accounts", json=account_body(new_account_id(), airbnb_cookie=""), headers=KEY
+    )
+    assert [f.field for f in (await error_of(empty_cookie, 422)).fields or []] == ["airbnb_cookie"]
+    not_object = await client.post("/api/v1/accounts", json=[1, 2], headers=KEY)
+    assert (await error_of(not_object, 422)).error == "validation_error"
+
+
+async def test_get_and_list_with_filters(client: TestClient) -> None:
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    ids = sorted(new_account_id() for _ in range(5))
+    for i, aid in enumerate(ids):
+        await create(client, aid, customer_id=customer, is_active=i % 2 == 0)
+    assert (await client.delete(f"/api/v1/accounts/{ids[4]}", headers=KEY)).status == 200
+
+    got = await client.get(f"/api/v1/accounts/{ids[0]}", headers=KEY)
+    assert got.status == 200 and (await got.json())["account_id"] == ids[0]
+    err = await error_of(await client.get(f"/api/v1/accounts/{new_account_id()}", headers=KEY), 404)
+    assert err.error == "not_found"
+    # a path that cannot be an account id names no account
+    assert (await client.get("/api/v1/accounts/not-digits", headers=KEY)).status == 404
+
+    async def page(**params: Any) -> dict[str, Any]:
+        resp = await client.get(
+            "/api/v1/accounts", params={"customer_id": customer, **params}, headers=KEY
+        )
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    live = await page()
+    assert [a["account_id"] for a in live["items"]] == ids[:4] and live["total"] == 4
+    first = await page(limit=3)
+    second = await page(limit=3, offset=3)
+    assert [a["account_id"] for a in first["items"] + second["items"]] == ids[:4]
+    assert first["limit"] == 3 and second["offset"] == 3 and second["total"] == 4
+    active = await page(active="true")
+    assert [a["account_id"] for a in active["items"]] == [ids[0], ids[2]]
+    inactive = await page(active="false")
+    assert [a["account_id"] for a in inactive["items"]] == [ids[1], ids[3]]
+    deleted = await page(deleted="true")
+    assert [a["account_id"] for a in deleted["items"]] == [ids[4]]
+    assert deleted["items"][0]["deleted_at"] is not None
+    for bad in ({"limit": "0"}, {"limit": "501"}, {"offset": "-1"}, {"active": "perhaps"}):
+        err = await error_of(await client.get("/api/v1/accounts", params=bad, headers=KEY), 422)
+        assert [f.field for f in err.fields or []] == list(bad)
+    unknown = await client.get("/api/v1/accounts", params={"sort": "x"}, headers=KEY)
+    assert [f.field for f in (await error_of(unknown, 422)).fields or []] == ["sort"]
+
+
+async def test_patch(client: TestClient, db: asyncpg.Connection, nc: NatsClient) -> None:
+    aid = (await create(client, customer_id="c1"))["account_id"]
+    await db.execute(
+        "UPDATE airbnb.accounts SET credentials_invalid_at = now(), credentials_error = 'expired'"
+        " WHERE account_id = $1",
+        aid,
+    )
+    got = await (await client.get(f"/api/v1/accounts/{aid}", headers=KEY)).json()
+    assert got["needs_credentials"] is True and got["credentials_error"] == "expired"
+    url = f"/api/v1/accounts/{aid}"
+    async with EventTap(nc) as tap:
+        # the same cookie again changes nothing: the mark stays, no event
+        same = await client.patch(url, json={"airbnb_cookie": COOKIE}, headers=KEY)
+        assert (await same.json())["needs_credentials"] is True
+        # other fields leave the mark alone
+        resp = await client.patch(
+            url, json={"user_agent": "UA/3", "customer_id": None}, headers=KEY
+        )
+        body = await resp.json()
+        assert resp.status == 200 and body["user_agent"] == "UA/3"
+        assert body["customer_id"] is None and body["needs_credentials"] is True
+        # a new cookie clears it
+        new_cookie = COOKIE.replace("secret-session", "fresh-session")
+        resp = await client.patch(url, json={"airbnb_cookie": new_cookie}, headers=KEY)
+        body = await resp.json()
+        assert resp.status == 200 and "fresh-session" not in await resp.text()
+        assert body["needs_credentials"] is False and body["credentials_error"] is None
+        assert body["credentials_invalid_at"] is None
+        # reactivation
+        await client.patch(url, json={"is_active": False}, headers=KEY)
+        await client.patch(url, json={"is_active": True}, headers=KEY)
+        await tap.wait_for(4)
+    assert tap.for_account(aid) == [
+        ("updated", False),
+        ("updated", True),
+        ("updated", False),
+        ("updated", False),
+    ]
+    if "reactivated" in AccountEvent.model_fields:
+        assert [e.reactivated for e in tap.events if e.account_id == aid] == [
+            False,
+            False,
+            False,
+            True,
+        ]
+
+    err = await error_of(await client.patch(url, json={"x_client_version": None}, headers=KEY), 422)
+    assert [f.field for f in err.fields or []] == ["x_client_version"]
+    err = await error_of(await client.patch(url, json={"account_id": "1"}, headers=KEY), 422)
+    assert err.fields and err.fields[0].type == "extra_forbidden"
+    missing = await client.patch(f"/api/v1/accounts/{new_account_id()}", json={}, headers=KEY)
+    assert (await error_of(missing, 404)).error == "not_found"
+    await client.delete(url, headers=KEY)
+    err = await error_of(await client.patch(url, json={"is_active": True}, headers=KEY), 409)
+    assert err.error == "account_deleted"
+    # the create-or-update of a deleted account is refused the same way
+    err = await error_of(
+        await client.post("/api/v1/accounts", json=account_body(aid), headers=KEY), 409
+    )
+    assert err.error == "account_deleted"
+
+
+async def test_delete_and_restore(client: TestClient, nc: NatsClient) -> None:
+    aid = (await create(client))["account_id"]
+    url = f"/api/v1/accounts/{aid}"
+    async with EventTap(nc) as tap:
+        resp = await client.delete(url, headers=KEY)
+        assert resp.status == 200 and (await resp.json())["deleted_at"] is not None
+        assert (await error_of(await client.delete(url, headers=KEY), 409)).error == (
+            "already_deleted"
+        )
+        # still readable, with its deletion shown
+        assert (await (await client.get(url, headers=KEY)).json())["deleted_at"] is not None
+        resp = await client.post(f"{url}/restore", headers=KEY)
+        assert resp.status == 200 and (await resp.json())["deleted_at"] is None
+        err = await error_of(await client.post(f"{url}/restore", headers=KEY), 409)
+        assert err.error == "not_deleted"
+        await tap.wait_for(2)
+    assert tap.for_account(aid) == [("deleted", False), ("restored", False)]
+    other = new_account_id()
+    for method, path in (("DELETE", ""), ("POST", "/restore")):
+        resp = await client.request(method, f"/api/v1/accounts/{other}{path}", headers=KEY)
+        assert (await error_of(resp, 404)).error == "not_found"
+
+
+async def test_account_changes_roll_back_when_nats_is_down(
+    make_client: ClientFactory, db: asyncpg.Connection
+) -> None:
+    client = await make_client(EVENT_PUBLISH_TIMEOUT_S="0.5", SYNC_TRIGGER_TIMEOUT_S="0.5")
+    aid = (await create(client))["account_id"]
+    await client.app[NATS].close()  # the app's own connection, gone
+    err = await error_of(
+        await client.post("/api/v1/accounts", json=account_body(new_account_id()), headers=KEY),
+        503,
+    )
+    assert err.error == "events_unavailable"
+    patch = await client.patch(f"/api/v1/accounts/{aid}", json={"user_agent": "UA/9"}, headers=KEY)
+    assert (await error_of(patch, 503)).error == "events_unavailable"
+    # rolled back: the account is as it was
+    assert (
+        await db.fetchval("SELECT user_agent FROM airbnb.accounts WHERE account_id = $1", aid)
+        == account_body(aid)["user_agent"]
+    )
+    assert await error_of(await client.delete(f"/api/v1/accounts/{aid}", headers=KEY), 503)
+    sync = await client.post(f"/api/v1/accounts/{aid}/sync", headers=KEY)
+    assert (await error_of(sync, 503)).error == "nats_unavailable"
+    ready = await client.get("/health/ready")
+    assert ready.status == 503 and (await ready.json())["checks"]["nats"] == "down"
+
+
+async def test_service_object_is_callable_without_http(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """The logic sits in plain classes; the handlers only parse and answer."""
+    accounts = client.app[ACCOUNTS]
+    aid = new_account_id()
+    out, created = await accounts.create_or_update(AccountCreate.model_validate(account_body(aid)))
+    assert created and out.account_id == aid
+    patched = await accounts.patch(aid, AccountPatch(is_active=False))
+    assert patched.is_active is False
+    assert "airbnb_cookie" not in repr(AccountCreate.model_validate(account_body(aid)))
+    assert COOKIE not in repr(AccountCreate.model_validate(account_body(aid)))
+
+
+# --- sync triggers ------------------------------------------------------------------------------
+
+
+async def test_sync_trigger(client: TestClient, nc: NatsClient, db: asyncpg.Connection) -> None:
+    aid = (await create(client))["account_id"]
+    url = f"/api/v1/accounts/{aid}/sync"
+    async with TriggerResponder(nc) as sched:
+        job = uuid.uuid4()
+        sched.reply = lambda r: SyncTriggerReply(job_id=job)
+        resp = await client.post(url, headers=KEY)  # no body at all
+        assert resp.status == 202, await resp.text()
+        body = await resp.json()
+        assert body == {
+            "job_id": str(job),
+            "account_id": aid,
+            "full": False,
+            "status_url": f"/api/v1/syncs/{job}",
+        }
+        assert resp.headers["Location"] == f"/api/v1/syncs/{job}"
+        resp = await client.post(url, json={"full": True}, headers=KEY)
+        assert resp.status == 202 and (await resp.json())["full"] is True
+        assert sched.requests == [
+            SyncTriggerRequest(account_id=aid, full=False),
+            SyncTriggerRequest(account_id=aid, full=True),
+        ]
+        err = await error_of(await client.post(url, json={"full": "yes please"}, headers=KEY), 422)
+        assert [f.field for f in err.fields or []] == ["full"]
+        err = await error_of(await client.post(url, json={"fulll": True}, headers=KEY), 422)
+        assert [f.field for f in err.fields or []] == ["fulll"]
+
+        # the scheduler's refusals, when the state changed under the admin's check
+        for code, status in (("needs_credentials", 409), ("not_found", 404), ("inactive", 409)):
+            sched.reply = lambda r, code=code: SyncTriggerReply(error=code, detail="changed")
+            assert (await error_of(await client.post(url, headers=KEY), status)).error == code
+        sched.reply = lambda r: SyncTriggerReply(error="internal", detail="db down")
+        assert (await error_of(await client.post(url, headers=KEY), 503)).error == (
+            "scheduler_error"
+        )
+
+        # the admin's own checks answer without asking the scheduler
+        asked = len(sched.requests)
+        unknown = await client.post(f"/api/v1/accounts/{new_account_id()}/sync", headers=KEY)
+        assert (await error_of(unknown, 404)).error == "not_found"
+        await db.execute(
+            "UPDATE airbnb.accounts SET credentials_invalid_at = now() WHERE account_id = $1", aid
+        )
+        assert (await error_of(await client.post(url, headers=KEY), 409)).error == (
+            "needs_credentials"
+        )
+        await db.execute(
+            "UPDATE airbnb.accounts SET credentials_invalid_at = NULL, is_active = false"
+            " WHERE account_id = $1",
+            aid,
+        )
+        assert (await error_of(await client.post(url, headers=KEY), 409)).error == "inactive"
+        await db.execute(
+            "UPDATE airbnb.accounts SET is_active = true, deleted_at = now() WHERE account_id = $1",
+            aid,
+        )
+        assert (await error_of(await client.post(url, headers=KEY), 409)).error == "deleted"
+        assert len(sched.requests) == asked
+        await db.execute("UPDATE airbnb.accounts SET deleted_at = NULL WHERE account_id = $1", aid)
+
+        # a scheduler that hears but never answers
+        sched.reply = lambda r: None
+        err = await error_of(await client.post(url, headers=KEY), 503)
+        assert err.error == "scheduler_timeout" and "did not answer" in err.detail
+
+    # nobody listening at all
+    err = await error_of(await client.post(url, headers=KEY), 503)
+    assert err.error == "scheduler_unavailable" and "scheduler" in err.detail
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+async def insert_job(
+    db: asyncpg.Connection,
+    account_id: str,
+    *,
+    created: dt.datetime,
+    status: str = "running",
+    listings: dict[str, tuple[str, str | None]] | None = None,
+) -> uuid.UUID:
+    job_id = uuid.uuid4()
+    started = created + dt.timedelta(seconds=1)
+    finished = started + dt.timedelta(seconds=30) if status not in ("queued", "running") else None
+    await db.execute(
+        "INSERT INTO airbnb.sync_jobs (job_id, account_id, kind, trigger, dedup_key, scrape_day,"
+        " window_start, window_end, status, listings_total, rows_written, created_at,"
+        " started_at, finished_at) VALUES ($1, $2, 'full', 'manual', $3, $4, $5, $6, $7, $8,"
+        " $9, $10, $11, $12)",
+        job_id,
+        account_id,
+        f"{account_id}:{job_id}",
+        dt.date(2025, 7, 11),
+        dt.date(2025, 1, 12),
+        dt.date(2025, 8, 16),
+        status,
+        len(listings or {}) or None,
+        0,
+        created,
+        started if status != "queued" else None,
+        finished,
+    )
+    for lid, (lstatus, error) in (listings or {}).items():
+        await db.execute(
+            "INSERT INTO airbnb.sync_job_listings (job_id, airbnb_listing_id, status,"
+            " chunks_expected, chunks_committed, rows_written, error) VALUES"
+            " ($1, $2, $3, 2, $4, $5, $6)",
+            job_id,
+            lid,
+            lstatus,
+            2 if lstatus == "committed" else 0,
+            100 if lstatus == "committed" else 0,
+            error,
+        )
+    return job_id
+
+
+async def test_jobs(client: TestClient, db: asyncpg.Connection) -> None:
+    aid = (await create(client))["account_id"]
+    t0 = dt.datetime(2025, 7, 11, 5, tzinfo=dt.UTC)
+    old = await insert_job(
+        db, aid, created=t0, status="succeeded", listings={"1": ("committed", None)}
+    )
+    mid = await insert_job(
+        db,
+        aid,
+        created=t0 + dt.timedelta(hours=1),
+        status="partial",
+        listings={
+            "1": ("committed", None),
+            "2": ("failed", "malformed ChartQuery"),
+            "3": ("committed", None),
+        },
+    )
+    new = await insert_job(
+        db,
+        aid,
+        created=t0 + dt.timedelta(hours=2),
+        status="running",
+        listings={"1": ("committed", None), "2": ("pending", None)},
+    )
+    queued = await insert_job(db, aid, created=t0 + dt.timedelta(hours=3), status="queued")
+
+    resp = await client.get(f"/api/v1/accounts/{aid}/syncs", headers=KEY)
+    assert resp.status == 200
+    page = await resp.json()
+    assert [j["job_id"] for j in page["items"]] == [str(queued), str(new), str(mid), str(old)]
+    assert page["total"] == 4
+    by_id = {j["job_id"]: j for j in page["items"]}
+    partial = by_id[str(mid)]
+    assert partial["status"] == "partial" and partial["listings_total"] == 3
+    assert partial["listings_succeeded"] == 2 and partial["listings_failed"] == 1
+    assert partial["listings_pending"] == 0 and partial["rows_written"] == 200
+    assert partial["errors"] == [{"listing_id": "2", "error": "malformed ChartQuery"}]
+    assert partial["duration_s"] == 30.0
+    running = by_id[str(new)]
+    assert running["listings_pending"] == 1 and running["finished_at"] is None
+    assert running["duration_s"] > 30
+    q = by_id[str(queued)]
+    assert q["status"] == "queued" and q["listings_total"] is None and q["duration_s"] is None
+
+    second = await (
+        await client.get(f"/api/v1/accounts/{aid}/syncs?limit=2&offset=2", headers=KEY)
+    ).json()
+    assert [j["job_id"] for j in second["items"]] == [str(mid), str(old)]
+
+    detail = await (await client.get(f"/api/v1/syncs/{mid}", headers=KEY)).json()
+    assert [(listing["listing_id"], listing["status"]) for listing in detail["listings"]] == [
+        ("1", "committed"),
+        ("2", "failed"),
+        ("3", "committed"),
+    ]
+    assert detail["listings"][1]["error"] == "malformed ChartQuery"
+    assert detail["errors"] == partial["errors"] and detail["kind"] == "full"
+
+    assert await error_of(await client.get(f"/api/v1/syncs/{uuid.uuid4()}", headers=KEY), 404)
+    assert (await client.get("/api/v1/syncs/not-a-uuid", headers=KEY)).status == 404
+    unknown = await client.get(f"/api/v1/accounts/{new_account_id()}/syncs", headers=KEY)
+    assert (await error_of(unknown, 404)).error == "not_found"
+    bad = await client.get(f"/api/v1/accounts/{aid}/syncs?limit=abc", headers=KEY)
+    assert [f.field for f in (await error_of(bad, 422)).fields or []] == ["limit"]
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+async def seed_metrics(db: asyncpg.Connection, account_id: str) -> None:
+    scraped = dt.datetime(2025, 7, 11, tzinfo=dt.UTC)
+    for day in range(10):  # 2025-01-01 .. 2025-01-10, two listings
+        for lid in ("111", "222"):
+            await db.execute(
+                "INSERT INTO airbnb.chart_query (account_id, airbnb_listing_id, metric_date, time,"
+                " airbnb_internal_name, conversion_rate_your_value, p3_impressions_your_value,"
+                " p3_impressions_your_value_string, extra_metrics)"
+                " VALUES ($1, $2, $3, $4, 'Flat, \"Seaside\"', $5, $6, $7, $8)",
+                account_id,
+                lid,
+                dt.date(2025, 1, 1) + dt.timedelta(days=day),
+                scraped,
+                0.01 * day,
+                day * 10,
+                f"{day * 10}",
+                orjson.dumps({"new_metric": day}).decode(),
+            )
+    for table in ("chart_summary", "list_of_metrics"):
+        for week in range(3):
+            start = dt.date(2025, 1, 5) + dt.timedelta(weeks=week)
+            await db.execute(
+                f"INSERT INTO airbnb.{table} (account_id, airbnb_listing_id, window_start, time,"
+                " window_end, conversion_rate_value) VALUES ($1, '111', $2, $3, $4, 0.5)",
+                account_id,
+                start,
+                scraped,
+                start + dt.timedelta(days=6),
+            )
+
+
+async def test_export_csv_and_json(client: TestClient, db: asyncpg.Connection) -> None:
+    aid = (await create(client))["account_id"]
+    await seed_metrics(db, aid)
+    url = f"/api/v1/accounts/{aid}/metrics/export"
+    params = {"start_date": "2025-01-03", "end_date": "2025-01-07"}
+
+    resp = await client.get(url, params=params, headers=KEY)  # csv and chart_query by default
+    assert resp.status == 200, await resp.text()
+    assert resp.content_type == "text/csv"
+    assert resp.headers.get("Transfer-Encoding") == "chunked"  # streamed, not buffered
+    assert (
+        f'filename="{aid}_chart_query_2025-01-03_2025-01-07.csv"'
+        in resp.headers["Content-Disposition"]
+    )
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert len(rows) == 10  # 5 days x 2 listings, both ends included
+    assert list(rows[0]) == list(METRIC_TABLES["chart_query"].column_names)
+    assert [(r["metric_date"], r["airbnb_listing_id"]) for r in rows[:3]] == [
+        ("2025-01-03", "111"),
+        ("2025-01-03", "222"),
+        ("2025-01-04", "111"),
+    ]
+    assert rows[0]["airbnb_internal_name"] == 'Flat, "Seaside"'
+    assert rows[0]["time"] == "2025-07-11T00:00:00+00:00"
+    assert json.loads(rows[0]["extra_metrics"]) == {"new_metric": 2}
+    assert rows[0]["conversion_rate_similar_value"] == ""  # NULL is an empty field
+
+    resp = await client.get(url, params={**params, "format": "json"}, headers=KEY)
+    assert resp.status == 200 and resp.content_type == "application/json"
+    data = json.loads(await resp.text())
+    assert len(data) == 10 and data[0]["metric_date"] == "2025-01-03"
+    assert data[0]["extra_metrics"] == {"new_metric": 2}
+    assert data[0]["conversion_rate_similar_value"] is None
+    assert data[0]["p3_impressions_your_value"] == 20
+
+    for table in ("chart_summary", "list_of_metrics"):
+        resp = await client.get(
+            url,
+            params={"start_date": "2025-01-06", "end_date": "2025-01-31", "table": table},
+            headers=KEY,
+        )
+        rows = list(csv.DictReader(io.StringIO(await resp.text())))
+        assert [r["window_start"] for r in rows] == ["2025-01-12", "2025-01-19"]
+        assert list(rows[0]) == list(METRIC_TABLES[table].column_names)
+
+    empty = await client.get(
+        url,
+        params={"start_date": "2024-01-01", "end_date": "2024-01-31", "format": "json"},
+        headers=KEY,
+    )
+    assert json.loads(await empty.text()) == []
+    same_day = await client.get(
+        url, params={"start_date": "2025-01-05", "end_date": "2025-01-05"}, headers=KEY
+    )
+    assert len((await same_day.text()).splitlines()) == 3
+
+
+async def test_export_rejects_bad_queries(client: TestClient) -> None:
+    aid = (await create(client))["account_id"]
+    url = f"/api/v1/accounts/{aid}/metrics/export"
+    ok = {"start_date": "2025-01-01", "end_date": "2025-01-31"}
+    cases: list[tuple[dict[str, str], list[str]]] = [
+        ({"start_date": "2025-02-01", "end_date": "2025-01-01"}, ["end_date"]),
+        ({"start_date": "2020-01-01", "end_date": "2025-01-01"}, ["end_date"]),  # > 400 days
+        ({**ok, "table": "accounts"}, ["table"]),
+        ({**ok, "table": "chart_query; DROP TABLE airbnb.accounts"}, ["table"]),
+        ({**ok, "format": "xml"}, ["format"]),
+        ({"end_date": "2025-01-01"}, ["start_date"]),
+        ({"start_date": "yesterday", "end_date": "2025-13-01"}, ["start_date", "end_date"]),
+    ]
+    for params, fields in cases:
+        err = await error_of(await client.get(url, params=params, headers=KEY), 422)
+        assert [f.field for f in err.fields or []] == fields, params
+    err = await error_of(
+        await client.get(
+            f"/api/v1/accounts/{new_account_id()}/metrics/export", params=ok, headers=KEY
+        ),
+        404,
+    )
+    assert err.error == "not_found"
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+async def test_openapi_document_matches_routes_and_models(client: TestClient) -> None:
+    resp = await client.get("/api/v1/openapi.json", headers=KEY)
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    # every registered route is documented, with the method it is registered under
+    registered = {
+        (r.method.lower(), r.resource.canonical)  # type: ignore[union-attr]
+        for r in client.app.router.routes()
+        if r.method != "HEAD"
+    }
+    documented = {(m, p) for p, ms in doc["paths"].items() for m in ms}
+    assert registered == documented
+    for path in ("/health", "/health/ready"):
+        assert doc["paths"][path]["get"]["security"] == []
+    # the body schemas are the validating models' own
+    create_op = doc["paths"]["/api/v1/accounts"]["post"]
+    ref = create_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    assert schema == AccountCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schema["additionalProperties"] is False
+    assert "airbnb_cookie" in schema["required"]
+    assert not any(
+        "airbnb_cookie" in json.dumps(s)
+        for n, s in doc["components"]["schemas"].items()
+        if n.endswith("Out")
+    )
+    export_params = {
+        p["name"]: p
+        for p in doc["paths"]["/api/v1/accounts/{account_id}/metrics/export"]["get"]["parameters"]
+    }
+    assert set(export_params) == {"account_id", "start_date", "end_date", "format", "table"}
+    assert export_params["table"]["schema"]["enum"] == list(METRIC_TABLES)
+    assert len(api_operations()) == len({op.operation_id for op in api_operations()})
+    # documented path params are the handlers' validators
+    assert export_params["account_id"]["schema"] == TypeAdapter(
+        AccountCreate.model_fields["account_id"].annotation
+    ).json_schema() | {"pattern": "^[0-9]{1,32}$"}
+
+    page = await client.get("/docs", headers=KEY)
+    html = await page.text()
+    assert page.status == 200 and page.content_type == "text/html"
+    for op in api_operations():
+        assert f"id='{op.operation_id}'" in html
+    assert "<script" not in html
+
+
+async def test_handlers_are_thin(client: TestClient) -> None:
+    """No route is registered outside the route table."""
+    assert isinstance(client.app, web.Application)
+    names = {r.name for r in client.app.router.routes() if r.name}
+    assert names == {op.operation_id for op in api_operations()}
