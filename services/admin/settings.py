@@ -18,9 +18,9 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     )
     # Empty: CORS is off (no Access-Control-* header is ever sent). "*" allows any origin.
     admin_cors_origins: CsvList = Field(default_factory=list, validation_alias="ADMIN_CORS_ORIGINS")
-    # true (the default, as in every other service): /metrics answers without X-API-Key, for
-    # Prometheus; false puts it behind the key like the API.
-    admin_metrics_public: bool = Field(default=True, validation_alias="ADMIN_METRICS_PUBLIC")
+    # false (the default): /metrics needs X-API-Key like the API, since the admin is the one
+    # service exposed to operators; true opens it for a Prometheus without the key.
+    admin_metrics_public: bool = Field(default=False, validation_alias="ADMIN_METRICS_PUBLIC")
     # How long POST /accounts/{id}/sync waits for the scheduler before answering 503.
     sync_trigger_timeout_s: float = Field(
         default=5.0, gt=0, le=60, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
