@@ -377,7 +377,7 @@ async def test_get_and_list_with_filters(client: TestClient) -> None:
     assert [f.field for f in (await error_of(unknown, 422)).fields or []] == ["sort"]
 
 
-async def test_patch(client: TestClient, db: asyncpg.Connection, nc: NatsClient) -> None:
+async def test_patch_account(client: TestClient, db: asyncpg.Connection, nc: NatsClient) -> None:
     aid = (await create(client, customer_id="c1"))["account_id"]
     await db.execute(
         "UPDATE airbnb.accounts SET credentials_invalid_at = now(), credentials_error = 'expired'"
