@@ -242,19 +242,24 @@ async def emit_jobs(
 # --- the triggers -------------------------------------------------------------------------
 
 
-async def run_daily(
-    pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings
+async def _fan_out(
+    pool: asyncpg.Pool,
+    nc: NatsClient,
+    settings: SchedulerSettings,
+    accounts: Sequence[Account],
+    *,
+    trigger: SyncTriggerSource,
+    full: bool = False,
 ) -> FanOutReport:
-    """The cron's job: one sync request per schedulable account for today's scrape day."""
+    """Plan and emit one job per account for today's scrape day."""
     today = settings.today()
-    async with pool.acquire() as conn:
-        accounts = await store.schedulable_accounts(conn)
     plans = plan_jobs(
         accounts,
-        trigger="schedule",
+        trigger=trigger,
         scrape_day=today,
         windows=Windows.for_day(today, settings.window_settings()),
         now=utcnow(),
+        full=full,
     )
     return await emit_jobs(
         pool,
@@ -263,6 +268,15 @@ async def run_daily(
         chunk_size=settings.scheduler_chunk_size,
         publish_timeout_s=settings.scheduler_publish_timeout_s,
     )
+
+
+async def run_daily(
+    pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings
+) -> FanOutReport:
+    """The cron's job: one sync request per schedulable account for today's scrape day."""
+    async with pool.acquire() as conn:
+        accounts = await store.schedulable_accounts(conn)
+    return await _fan_out(pool, nc, settings, accounts, trigger="schedule")
 
 
 async def republish_queued(
@@ -294,24 +308,9 @@ async def backfill_missed(
     pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings
 ) -> FanOutReport:
     """At start: the first-run backfill of accounts that never synced and have no job."""
-    today = settings.today()
     async with pool.acquire() as conn:
         accounts = await store.accounts_awaiting_backfill(conn)
-    plans = plan_jobs(
-        accounts,
-        trigger="startup",
-        scrape_day=today,
-        windows=Windows.for_day(today, settings.window_settings()),
-        now=utcnow(),
-        full=True,
-    )
-    return await emit_jobs(
-        pool,
-        nc,
-        plans,
-        chunk_size=settings.scheduler_chunk_size,
-        publish_timeout_s=settings.scheduler_publish_timeout_s,
-    )
+    return await _fan_out(pool, nc, settings, accounts, trigger="startup", full=True)
 
 
 @dataclass(frozen=True, slots=True)
