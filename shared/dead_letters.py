@@ -72,7 +72,9 @@ async def send_to_dead_letters(
     if meta is not None:
         # A crash between this publish and the term redelivers the original; the
         # same id lets JetStream drop the second copy of the dead letter.
-        headers["Nats-Msg-Id"] = f"deadletter:{service}:{meta.stream}:{meta.sequence.stream}"
+        headers["Nats-Msg-Id"] = topology.dead_letter_msg_id(
+            service, meta.stream, meta.sequence.stream
+        )
     await js.publish(topology.dead_letter_subject(service), encode(letter), headers=headers)
     DEAD_LETTERS.labels(service=service, reason=category).inc()
     log.warning(

@@ -106,7 +106,10 @@ async def error_middleware(
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_response({"error": "internal_error"}, status=500)
+        return json_response(
+            {"error": "internal_error", "detail": "unexpected error; see the service log"},
+            status=500,
+        )
 
 
 # --- resources as cleanup contexts --------------------------------------------------------

@@ -68,6 +68,14 @@ def row_batch_msg_id(job_id: object, listing_id: str, table: str, chunk_no: int)
     return f"rows:{job_id}:{listing_id}:{table}:{chunk_no}"
 
 
+def dead_letter_msg_id(service: str, stream: str, stream_sequence: int) -> str:
+    return f"deadletter:{service}:{stream}:{stream_sequence}"
+
+
+def account_event_msg_id(account_id: str, event: str, at: object) -> str:
+    return f"account:{account_id}:{event}:{at}"
+
+
 def listing_result_msg_id(job_id: object, listing_id: str) -> str:
     return f"listing:{job_id}:{listing_id}"
 
@@ -169,6 +177,13 @@ WRITER_RESULTS = Consumer(
         max_ack_pending=50_000,
     ),
 )
+
+
+def heartbeat_interval(ack_wait_s: float) -> float:
+    """Seconds between in-progress acks: a quarter of ack_wait, so one lost one is harmless."""
+    return max(0.25, ack_wait_s / 4)
+
+
 CONSUMERS: tuple[Consumer, ...] = (SCHEDULER_ACCOUNTS, FETCHER_REQUESTS, WRITER_RESULTS)
 
 # --- KV buckets ---------------------------------------------------------------------------

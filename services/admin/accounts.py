@@ -34,16 +34,13 @@ from services.admin.models import (
 )
 from shared.crypto import CredentialCipher, CredentialsError
 from shared.messages import AccountEvent, encode
-from shared.topology import account_event_subject
+from shared.topology import account_event_msg_id, account_event_subject
 
 log = logging.getLogger("sync_airbnb.admin.accounts")
 
 # Every column but credentials_encrypted: the token is not needed to answer, so not read.
 _COLUMNS = """account_id, customer_id, x_client_version, user_agent, is_active,
     credentials_invalid_at, credentials_error, last_sync_at, created_at, updated_at, deleted_at"""
-
-# AccountEvent grew `reactivated` for the scheduler; set it only where the contract has it.
-_HAS_REACTIVATED = "reactivated" in AccountEvent.model_fields
 
 
 def account_out(row: asyncpg.Record) -> AccountOut:
@@ -79,18 +76,16 @@ class AccountEvents:
         credentials_changed: bool = False,
         reactivated: bool = False,
     ) -> None:
-        fields: dict[str, Any] = {
-            "event": event,
-            "account_id": account_id,
-            "credentials_changed": credentials_changed,
-            "at": at,
-        }
-        if _HAS_REACTIVATED:
-            fields["reactivated"] = reactivated
-        message = AccountEvent(**fields)
+        message = AccountEvent(
+            event=event,
+            account_id=account_id,
+            credentials_changed=credentials_changed,
+            reactivated=reactivated,
+            at=at,
+        )
         # The change's own timestamp names the message: a retried publish of the same change
         # is dropped by JetStream's duplicate window, a later change is a new message.
-        msg_id = f"account:{account_id}:{event}:{at.isoformat()}"
+        msg_id = account_event_msg_id(account_id, event, at.isoformat())
         try:
             await self._js.publish(
                 account_event_subject(event),

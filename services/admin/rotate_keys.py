@@ -75,6 +75,15 @@ async def rotate_all(dsn: str, cipher: CredentialCipher, *, batch: int = BATCH) 
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(RotateKeysSettings, "rotate-keys")
     setup_logging("rotate-keys", settings.log_level)
-    counts = asyncio.run(rotate_all(settings.database_url, CredentialCipher(settings.secret_keys)))
+    try:
+        counts = asyncio.run(
+            rotate_all(settings.database_url, CredentialCipher(settings.secret_keys))
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Each page of rows commits in its own transaction: a rerun finishes the rest.
+        log.error(
+            "rotate-keys could not reach or update PostgreSQL: %s: %s", type(exc).__name__, exc
+        )
+        return 1
     sys.stdout.write(orjson.dumps(counts).decode() + "\n")
     return 1 if counts["failed"] else 0

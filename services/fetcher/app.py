@@ -180,7 +180,12 @@ async def handle(deps: SyncDeps, flight: InFlight) -> None:
         return
     with log_context(job_id=str(req.job_id), account_id=req.account_id):
         SYNCS_IN_FLIGHT.inc()
-        beat = asyncio.create_task(heartbeat(msg, deps.settings.fetcher_heartbeat_s))
+        # Never slower than ack_wait allows, whatever FETCHER_HEARTBEAT_S says.
+        interval = min(
+            deps.settings.fetcher_heartbeat_s,
+            topology.heartbeat_interval(deps.settings.jetstream_ack_wait_s),
+        )
+        beat = asyncio.create_task(heartbeat(msg, interval))
         try:
             await process(deps, flight, req)
         finally:

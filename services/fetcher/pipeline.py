@@ -45,6 +45,7 @@ from shared.airbnb.pivots import (
     scrape_time,
 )
 from shared.airbnb.windows import DateRange
+from shared.backoff import capped_backoff
 from shared.messages import ListingResult, RowBatch, encode
 from shared.metric_tables import EXTRA_METRICS_COLUMN, TABLE_NAMES, TableName
 
@@ -303,4 +304,4 @@ def decode_listings(data: bytes) -> list[Listing]:
 
 def retry_delay(num_delivered: int, base_s: float, cap_s: float) -> float:
     """Seconds before a failed sync is offered again: exponential in its deliveries, capped."""
-    return min(cap_s, base_s * 2 ** min(max(num_delivered, 1) - 1, 30))
+    return capped_backoff(num_delivered, base_s, cap_s)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import logging
@@ -35,17 +34,16 @@ from services.scheduler.plan import event_wants_backfill
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
 from shared import topology
+from shared.dead_letters import send_to_dead_letters
 from shared.logs import log_context, setup_logging
 from shared.messages import (
     AccountEvent,
-    DeadLetter,
     MessageDecodeError,
     SyncTriggerReply,
     SyncTriggerRequest,
     decode,
     encode,
 )
-from shared.metrics import DEAD_LETTERS
 from shared.runtime import (
     DB_POOL,
     JETSTREAM,
@@ -128,20 +126,9 @@ async def trigger_worker(app: web.Application, stopping: asyncio.Event) -> None:
 
 async def dead_letter(app: web.Application, msg: Msg, reason: str) -> None:
     """Park a message that cannot be handled, with its reason, and stop its redelivery."""
-    meta = msg.metadata
-    letter = DeadLetter(
-        service=SERVICE,
-        subject=msg.subject,
-        stream_sequence=meta.sequence.stream,
-        deliveries=meta.num_delivered,
-        reason=reason,
-        headers=dict(msg.headers or {}),
-        payload=base64.b64encode(msg.data).decode(),
-        at=dt.datetime.now(dt.UTC),
+    await send_to_dead_letters(
+        app[JETSTREAM], SERVICE, msg, reason, category=reason.split(":", 1)[0]
     )
-    await app[JETSTREAM].publish(topology.dead_letter_subject(SERVICE), encode(letter))
-    DEAD_LETTERS.labels(service=SERVICE, reason=reason.split(":", 1)[0]).inc()
-    await msg.term()
     log.error("account event sent to the dead-letter stream: %s", reason)
 
 

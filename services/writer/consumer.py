@@ -38,10 +38,12 @@ from services.writer import plan, store
 from services.writer.plan import Planned, RowError
 from services.writer.settings import WriterSettings
 from shared import topology
+from shared.backoff import capped_backoff
 from shared.dead_letters import send_to_dead_letters
 from shared.logs import log_context
 from shared.messages import MessageDecodeError
 from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, JOBS, ROWS_WRITTEN
+from shared.topology import heartbeat_interval
 
 log = logging.getLogger("sync_airbnb.writer")
 
@@ -78,12 +80,7 @@ def classify_error(exc: BaseException) -> ErrorKind:
 
 def redelivery_delay(num_delivered: int) -> float:
     """Backoff before a message that failed alone is offered again: 1, 2, 4 ... 60 s."""
-    return float(min(60, 2 ** max(0, num_delivered - 1)))
-
-
-def heartbeat_interval(ack_wait_s: float) -> float:
-    """Seconds between in-progress acks: a quarter of ack_wait, so one lost one is harmless."""
-    return max(0.25, ack_wait_s / 4)
+    return float(capped_backoff(num_delivered, 1, 60))
 
 
 def _deliveries(msg: Msg) -> int:

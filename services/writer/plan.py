@@ -29,6 +29,7 @@ from operator import itemgetter
 from typing import Any, Final, Literal
 
 from shared import topology
+from shared.airbnb.pivots import scrape_time
 from shared.messages import (
     JobEvent,
     JobStatus,
@@ -217,11 +218,6 @@ def find_type_error(table: str, rows: Sequence[Sequence[Any]]) -> str:
             ):
                 return f"row {n}: {table}.{c.name} is {value!r}, expected {c.sql_type}"
     return "no single value to blame"
-
-
-def scrape_time(day: dt.date) -> dt.datetime:
-    """Every row of a sync has ``time`` = midnight UTC of its scrape day (invariant 2)."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
 
 
 def _complete_values(codec: TableCodec, row: Mapping[str, Any], n: int) -> tuple[Any, ...]:

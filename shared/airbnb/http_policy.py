@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from shared.backoff import capped_backoff
+
 AUTH_ERROR_TYPE = "authentication_required"
 
 # Words of a login page; an HTML body without them is a broken answer, not a logout.
@@ -129,8 +131,7 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rand: Callable[[], 
     """
     if attempt < 1:
         raise ValueError(f"attempt counts from 1, got {attempt}")
-    ceiling = min(cap_s, base_s * 2 ** min(attempt - 1, 62))
-    return rand() * ceiling
+    return rand() * capped_backoff(attempt, base_s, cap_s)
 
 
 def parse_retry_after(value: str | None, now: datetime, cap_s: float) -> float | None:

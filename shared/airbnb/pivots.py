@@ -179,6 +179,28 @@ def _window_row(
     return row
 
 
+def _fill_metric_units(
+    row: Row, metric_values: Iterable[MetricValue], columns: Mapping[str, tuple[str, ...]]
+) -> Row:
+    """Set each known metric's columns (value, string[, change, change string]) in order;
+    ``zip`` stops at the table's columns, so a table without change columns drops them."""
+    extra = row[EXTRA_METRICS_COLUMN]
+    for mv in metric_values:
+        cols = columns.get(mv.metric)
+        if cols is None:
+            extra[mv.metric] = _metric_fields(mv)
+            continue
+        fields = (
+            _count_value(mv.metric, mv.value),
+            mv.value_string,
+            mv.value_change,
+            mv.value_change_string,
+        )
+        for column, value in zip(cols, fields, strict=False):
+            row[column] = value
+    return row
+
+
 def pivot_chart_summary(
     metric_values: Iterable[MetricValue],
     *,
@@ -196,17 +218,7 @@ def pivot_chart_summary(
     row = _window_row(
         _CHART_SUMMARY_TEMPLATE, account_id, listing_id, internal_name, slice, scraped_at
     )
-    extra = row[EXTRA_METRICS_COLUMN]
-    for mv in metric_values:
-        cols = _SUMMARY_COLUMNS.get(mv.metric)
-        if cols is None:
-            extra[mv.metric] = _metric_fields(mv)
-            continue
-        row[cols[0]] = _count_value(mv.metric, mv.value)
-        row[cols[1]] = mv.value_string
-        row[cols[2]] = mv.value_change
-        row[cols[3]] = mv.value_change_string
-    return row
+    return _fill_metric_units(row, metric_values, _SUMMARY_COLUMNS)
 
 
 def pivot_list_of_metrics(
@@ -226,15 +238,7 @@ def pivot_list_of_metrics(
     row = _window_row(
         _LIST_OF_METRICS_TEMPLATE, account_id, listing_id, internal_name, slice, scraped_at
     )
-    extra = row[EXTRA_METRICS_COLUMN]
-    for mv in metric_values:
-        cols = _LIST_COLUMNS.get(mv.metric)
-        if cols is None:
-            extra[mv.metric] = _metric_fields(mv)
-            continue
-        row[cols[0]] = _count_value(mv.metric, mv.value)
-        row[cols[1]] = mv.value_string
-    return row
+    return _fill_metric_units(row, metric_values, _LIST_COLUMNS)
 
 
 def count_extra_metrics(rows: Iterable[Mapping[str, Any]]) -> int:
