@@ -18,6 +18,7 @@ from services.scheduler.plan import (
     choose_attempt,
     chunked,
     dedup_key,
+    encode_sync_request,
     event_wants_backfill,
     plan_from_existing,
     plan_jobs,
@@ -229,6 +230,41 @@ def test_a_republished_job_is_the_same_message() -> None:
     )
     again = plan_from_existing(existing, plan.account_id, plan.credentials)
     assert encode(sync_request(again)) == encode(sync_request(plan))
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        NOW,
+        dt.datetime(2025, 7, 11, 5, 0, 1, 123456, tzinfo=dt.UTC),
+        dt.datetime(2025, 7, 11, 7, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ],
+)
+def test_the_fast_request_encoding_is_the_models(now: dt.datetime) -> None:
+    accounts = [account("42"), account("43", user_agent='Mozilla/5.0 "quoted" \\ ü')]
+    for plan in plan_jobs(accounts, trigger="schedule", scrape_day=TODAY, windows=WINDOWS, now=now):
+        assert encode_sync_request(plan) == encode(sync_request(plan))
+
+
+def test_the_fast_request_encoding_takes_a_uuid_subclass() -> None:
+    # asyncpg returns job ids as its own uuid.UUID subclass, which orjson does not serialise.
+    class PgUUID(uuid.UUID):
+        pass
+
+    (plan,) = plan_jobs([account()], trigger="manual", scrape_day=TODAY, windows=WINDOWS, now=NOW)
+    existing = ExistingJob(
+        job_id=PgUUID(str(plan.job_id)),
+        dedup_key=plan.dedup_key,
+        status="queued",
+        kind=plan.kind,
+        trigger=plan.trigger,
+        scrape_day=plan.scrape_day,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        created_at=plan.requested_at,
+    )
+    again = plan_from_existing(existing, plan.account_id, plan.credentials)
+    assert encode_sync_request(again) == encode(sync_request(plan))
 
 
 def test_chunked() -> None:

@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -158,13 +159,41 @@ def extra_metric_names(tables: Mapping[TableName, Sequence[Row]]) -> dict[TableN
 # --- rows -> chunks -> messages ------------------------------------------------------------
 
 
+_JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
+
+
+@lru_cache(maxsize=64)
+def _wire_datetime(value: dt.datetime) -> str:
+    # pydantic's rendering (``...Z`` for UTC); a listing's rows share one scrape time.
+    return str(to_jsonable_python(value))
+
+
 def to_wire(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """Rows as they travel: JSON types only (dates and times as ISO strings).
 
-    The same conversion pydantic applies when it encodes a RowBatch, done once here so
-    that each row's encoded size is known before it is placed in a chunk.
+    The same conversion pydantic applies when it encodes a RowBatch (``to_jsonable_python``,
+    which tests/test_fetcher_pipeline.py holds it to), done once here so that each row's
+    encoded size is known before it is placed in a chunk. Values that are JSON already
+    are kept as they are, dates and the scrape time converted directly: calling
+    pydantic per row was a seventh of the fetcher's CPU per response (py-spy,
+    benchmarks/bench_fetcher.py).
     """
-    return [to_jsonable_python(row) for row in rows]
+    native = _JSON_NATIVE
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        wire: dict[str, Any] = {}
+        for key, value in row.items():
+            kind = type(value)
+            if kind in native:
+                wire[key] = value
+            elif kind is dt.date:
+                wire[key] = value.isoformat()
+            elif kind is dt.datetime:
+                wire[key] = _wire_datetime(value)
+            else:
+                wire[key] = to_jsonable_python(value)
+        out.append(wire)
+    return out
 
 
 def chunk_rows(rows: Sequence[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
@@ -211,7 +240,10 @@ def row_batches(
             continue
 
         def batch(chunk_no: int, chunk: list[dict[str, Any]], table: TableName = table) -> RowBatch:
-            return RowBatch(
+            # Not validated again: every field is typed here and the rows are to_wire's
+            # JSON-ready dicts (validating ~1,000 rows per chunk was a tenth of the
+            # fetcher's CPU per response, benchmarks/bench_fetcher.py).
+            return RowBatch.model_construct(
                 job_id=job_id,
                 account_id=account_id,
                 listing_id=listing_id,
@@ -228,6 +260,26 @@ def row_batches(
         for chunk_no, chunk in enumerate(chunk_rows(rows, budget)):
             batches.append(batch(chunk_no, chunk))
     return batches
+
+
+def encode_batch(batch: RowBatch) -> bytes:
+    """``shared.messages.encode(batch)``, byte for byte, for a batch of :func:`row_batches`.
+
+    Its rows are JSON-ready already (:func:`to_wire`), so pydantic's ``model_dump``
+    walk over every value is skipped; orjson writes the UUID and the date as pydantic
+    does (tests/test_fetcher_pipeline.py holds the two equal).
+    """
+    return orjson.dumps(
+        {
+            "job_id": str(batch.job_id),
+            "account_id": batch.account_id,
+            "listing_id": batch.listing_id,
+            "table": batch.table,
+            "chunk_no": batch.chunk_no,
+            "scrape_day": batch.scrape_day,
+            "rows": batch.rows,
+        }
+    )
 
 
 def published_result(

@@ -262,7 +262,7 @@ async def publish_batches(js: JetStreamContext, batches: list[RowBatch]) -> None
             publish(
                 js,
                 topology.rows_subject(b.table),
-                encode(b),
+                pipeline.encode_batch(b),
                 topology.row_batch_msg_id(b.job_id, b.listing_id, b.table, b.chunk_no),
             )
             for b in batches
