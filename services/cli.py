@@ -57,11 +57,15 @@ COMMANDS: dict[str, Command] = {
     "simulator": Command(
         "run the Airbnb simulator", "services.simulator.app:main", _simulator_args
     ),
-    "up": Command("run every service in one process tree", None),
+    "up": Command("run every service in one process tree", "services.launcher.up:main"),
     "demo": Command(
-        "embedded infrastructure, simulator, demo accounts, backfill, report", None, _demo_args
+        "embedded infrastructure, simulator, demo accounts, backfill, report",
+        "services.launcher.demo:main",
+        _demo_args,
     ),
-    "sync": Command("trigger a sync of one account", None, _sync_args),
+    "sync": Command(
+        "trigger a sync of one account", "services.launcher.sync_command:main", _sync_args
+    ),
     "rotate-keys": Command(
         "re-encrypt every stored credential under the first SECRET_KEYS key",
         "services.admin.rotate_keys:main",

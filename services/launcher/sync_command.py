@@ -1,0 +1,367 @@
+"""``sync-airbnb sync ACCOUNT_ID [--full] [--wait]``: trigger one account's sync.
+
+The trigger is a ``SyncTriggerRequest`` on ``airbnb.sync.trigger``, answered by
+the scheduler with the job id (printed alone on stdout, for scripts) or a
+refusal (printed with its detail; exit 1). ``--wait`` then shows a progress bar
+on stderr until the job ends, from two sources merged by :func:`merge`:
+
+* the writer's notifications on ``airbnb.jobs.{job_id}`` (subscribed to with a
+  wildcard *before* the trigger is sent, so none is missed);
+* when ``DATABASE_URL`` is set, ``airbnb.sync_jobs`` read every second. This
+  is the only way to see a job that had already ended when ``--wait`` began
+  (the trigger answers the same day's job again, and no notification comes).
+
+Exit codes: 0 the sync was queued (or, with ``--wait``, succeeded); 1 refused,
+failed, partial, or NATS/the scheduler unreachable; 2 a settings error (one
+line: ``NATS_URL`` is required); 130 interrupted while waiting (the job goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import asyncpg
+import nats
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import Field, field_validator
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shared import topology
+from shared.messages import (
+    MessageDecodeError,
+    SyncTriggerReply,
+    SyncTriggerRequest,
+    decode,
+    encode,
+)
+from shared.settings import NatsSettings, load_settings, validate_database_url
+
+FINAL = frozenset({"succeeded", "partial", "failed"})
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+DB_POLL_S = 1.0
+# Without DATABASE_URL, a hint after this long with no notification at all.
+QUIET_HINT_S = 15.0
+
+_REFUSAL_TEXT = {
+    "not_found": "account {id} does not exist",
+    "deleted": "account {id} is deleted",
+    "inactive": "account {id} is inactive",
+    "needs_credentials": "account {id} needs new credentials (Airbnb rejected its session); "
+    "update its airbnb_cookie",
+    "invalid_request": "the scheduler refused the request",
+    "internal": "the scheduler could not queue the sync",
+}
+
+
+class SyncCommandSettings(NatsSettings):
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    sync_trigger_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        return validate_database_url(v) if v else None
+
+
+# --- the pure part ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    status: str = "queued"
+    listings_total: int | None = None
+    listings_succeeded: int = 0
+    listings_failed: int = 0
+    rows_written: int = 0
+    error: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def listings_done(self) -> int:
+        return self.listings_succeeded + self.listings_failed
+
+
+_ORDER = {"queued": 0, "running": 1}
+
+
+def merge(prev: JobState, snapshot: Mapping[str, Any]) -> JobState:
+    """``prev`` updated by one snapshot (a notification or a database row).
+
+    Snapshots from several writers, or from NATS and the database, can arrive out
+    of order: a final state never changes again (the writer's rule too), counts
+    only grow, and ``running`` is never undone by a stale ``queued``.
+    """
+    if prev.final:
+        return prev
+    status = str(snapshot.get("status") or prev.status)
+    if status not in FINAL and _ORDER.get(status, 0) < _ORDER.get(prev.status, 0):
+        status = prev.status
+    total = snapshot.get("listings_total")
+    return replace(
+        prev,
+        status=status,
+        listings_total=int(total) if total is not None else prev.listings_total,
+        listings_succeeded=max(
+            prev.listings_succeeded, int(snapshot.get("listings_succeeded") or 0)
+        ),
+        listings_failed=max(prev.listings_failed, int(snapshot.get("listings_failed") or 0)),
+        rows_written=max(prev.rows_written, int(snapshot.get("rows_written") or 0)),
+        error=snapshot.get("error") or prev.error,
+    )
+
+
+def _grown(prev: int, value: Any) -> int:
+    return max(prev, int(value or 0))
+
+
+def refusal_line(account_id: str, reply: SyncTriggerReply) -> str:
+    """The scheduler's own detail when it gave one (it names the account and the way out)."""
+    code = reply.error or "no job id"
+    text = reply.detail or _REFUSAL_TEXT.get(code, "the scheduler refused").format(id=account_id)
+    return f"sync-airbnb sync: refused ({code}): {text}"
+
+
+def outcome_line(job_id: uuid.UUID, state: JobState) -> str:
+    counts = (
+        f"{state.listings_succeeded} of {state.listings_total} listings"
+        if state.listings_total is not None
+        else "no listings announced"
+    )
+    line = f"job {job_id} {state.status}: {counts}, {state.rows_written:,} rows written"
+    if state.status != "succeeded":
+        line += f"; {state.error or 'no reason recorded'}"
+    return line
+
+
+def exit_code(state: JobState) -> int:
+    return 0 if state.status == "succeeded" else EXIT_FAILED
+
+
+# --- the imperative shell -----------------------------------------------------------------
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _connect(url: str) -> NatsClient:
+    async def quiet(_: Exception) -> None:
+        # nats-py would print each failed attempt with a traceback; the caller says it once.
+        return None
+
+    return await nats.connect(
+        url,
+        name="sync-airbnb-sync",
+        connect_timeout=3,
+        max_reconnect_attempts=5,
+        reconnect_time_wait=1,
+        error_cb=quiet,
+    )
+
+
+async def trigger(
+    nc: NatsClient, account_id: str, full: bool, timeout_s: float
+) -> SyncTriggerReply | str:
+    """The scheduler's reply, or one line saying why there is none."""
+    request = SyncTriggerRequest(account_id=account_id, full=full)
+    try:
+        msg = await nc.request(topology.SYNC_TRIGGER, encode(request), timeout=timeout_s)
+    except NoRespondersError:
+        return "sync-airbnb sync: no scheduler is listening for sync triggers; is it running?"
+    except (NatsTimeoutError, TimeoutError):
+        return f"sync-airbnb sync: the scheduler did not answer within {timeout_s:g}s"
+    except NatsError as exc:
+        return f"sync-airbnb sync: NATS error: {exc}"
+    try:
+        return decode(SyncTriggerReply, msg.data)
+    except MessageDecodeError as exc:
+        return f"sync-airbnb sync: unreadable scheduler reply: {exc}"
+
+
+class JobWatch:
+    """Collects snapshots of one job from NATS notifications and database polls."""
+
+    def __init__(self) -> None:
+        self.job_id: str | None = None
+        self.state = JobState()
+        self.changed = asyncio.Event()
+        self.last_update = time.monotonic()
+        self._early: list[dict[str, Any]] = []  # notifications before the job id was known
+
+    async def on_notification(self, msg: Msg) -> None:
+        try:
+            snapshot = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(snapshot, dict):
+            return
+        if self.job_id is None:
+            self._early.append(snapshot)
+            return
+        if str(snapshot.get("job_id")) == self.job_id:
+            self.apply(snapshot)
+
+    def known(self, job_id: uuid.UUID) -> None:
+        self.job_id = str(job_id)
+        for snapshot in self._early:
+            if str(snapshot.get("job_id")) == self.job_id:
+                self.apply(snapshot)
+        self._early.clear()
+
+    def apply(self, snapshot: Mapping[str, Any]) -> None:
+        self.state = merge(self.state, snapshot)
+        self.last_update = time.monotonic()
+        self.changed.set()
+
+
+async def poll_database(url: str, job_id: uuid.UUID, watch: JobWatch) -> None:
+    """Feed ``watch`` from ``airbnb.sync_jobs`` until cancelled; gives up quietly if
+    PostgreSQL cannot be reached (the NATS notifications still come)."""
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _err(f"sync-airbnb sync: cannot read sync_jobs ({exc}); following NATS only")
+        return
+    try:
+        while True:
+            row = await conn.fetchrow(
+                "SELECT status, listings_total, listings_succeeded, listings_failed,"
+                " rows_written, error FROM airbnb.sync_jobs WHERE job_id = $1",
+                job_id,
+            )
+            if row is not None:
+                watch.apply(dict(row))
+            await asyncio.sleep(DB_POLL_S)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _err(f"sync-airbnb sync: reading sync_jobs failed ({exc}); following NATS only")
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def wait_for_job(
+    job_id: uuid.UUID, watch: JobWatch, database_url: str | None, account_id: str
+) -> JobState:
+    poller = (
+        asyncio.create_task(poll_database(database_url, job_id, watch)) if database_url else None
+    )
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn(f"account {account_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("listings"),
+        TextColumn("{task.fields[rows]:>9,} rows"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    hinted = False
+    try:
+        with progress:
+            task = progress.add_task("sync", total=None, rows=0, status="queued")
+            while not watch.state.final:
+                watch.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watch.changed.wait(), timeout=1)
+                s = watch.state
+                progress.update(
+                    task,
+                    total=s.listings_total,
+                    completed=s.listings_done,
+                    rows=s.rows_written,
+                    status=s.status,
+                )
+                quiet_for = time.monotonic() - watch.last_update
+                if not database_url and not hinted and quiet_for > QUIET_HINT_S:
+                    hinted = True
+                    progress.console.print(
+                        f"no news of job {job_id} for {QUIET_HINT_S:g}s: it is queued, or it "
+                        "ended before --wait began (set DATABASE_URL to read its status)"
+                    )
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(BaseException):
+                await poller
+    return watch.state
+
+
+async def run(settings: SyncCommandSettings, account_id: str, *, full: bool, wait: bool) -> int:
+    try:
+        nc = await _connect(settings.nats_url)
+    except (NatsError, OSError, TimeoutError) as exc:
+        _err(f"sync-airbnb sync: cannot reach NATS at {settings.nats_url}: {exc}")
+        return EXIT_FAILED
+    try:
+        watch = JobWatch()
+        if wait:
+            await nc.subscribe(topology.JOB_UPDATES, cb=watch.on_notification)
+            await nc.flush()
+        reply = await trigger(nc, account_id, full, settings.sync_trigger_timeout_s)
+        if isinstance(reply, str):
+            _err(reply)
+            return EXIT_FAILED
+        if reply.job_id is None:
+            _err(refusal_line(account_id, reply))
+            return EXIT_FAILED
+        print(reply.job_id, flush=True)
+        if not wait:
+            return 0
+        watch.known(reply.job_id)
+        state = await _until_interrupted(
+            wait_for_job(reply.job_id, watch, settings.database_url, account_id)
+        )
+        if state is None:
+            _err(f"sync-airbnb sync: stopped waiting; job {reply.job_id} carries on")
+            return EXIT_INTERRUPTED
+        line = outcome_line(reply.job_id, state)
+        if state.status == "succeeded":
+            print(line, flush=True)
+        else:
+            _err(f"sync-airbnb sync: {line}")
+        return exit_code(state)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout=5)
+
+
+async def _until_interrupted(aw: Any) -> JobState | None:
+    """``aw``'s result, or None on SIGINT/SIGTERM (the progress bar is closed properly)."""
+    task = asyncio.ensure_future(aw)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(SyncCommandSettings, "sync")
+    return asyncio.run(run(settings, args.account_id, full=args.full, wait=args.wait))

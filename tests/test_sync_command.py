@@ -1,0 +1,158 @@
+"""``sync-airbnb sync ACCOUNT_ID [--full] [--wait]``: merging job snapshots, and the
+command against a running stack (scheduler, fetcher, writer and the simulator as real
+processes, on a NATS server and a database of this module's own)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.launcher.sync_command import JobState, merge, outcome_line, refusal_line
+from shared.messages import SyncTriggerReply
+from shared.migrate import apply_migrations
+from tests.infra import (
+    NatsServer,
+    PostgresServer,
+    ServiceLauncher,
+    create_database,
+    drop_database,
+    new_database_name,
+)
+from tests.stack import Simulator, Stack, wait_for_jobs
+
+TODAY = dt.date(2025, 7, 11)
+
+# --- the pure part ------------------------------------------------------------------------
+
+
+def test_merge_keeps_a_final_state_and_never_goes_back() -> None:
+    s = merge(JobState(), {"status": "running", "listings_total": 4, "listings_succeeded": 2})
+    assert (s.status, s.listings_total, s.listings_done) == ("running", 4, 2)
+    # An older snapshot (another writer's, or the database a moment behind) changes nothing.
+    stale = merge(s, {"status": "queued", "listings_total": None, "listings_succeeded": 1})
+    assert stale == s
+    done = merge(s, {"status": "succeeded", "listings_succeeded": 4, "rows_written": 880})
+    assert done.final and done.rows_written == 880
+    assert merge(done, {"status": "running", "rows_written": 1}) == done
+
+
+def test_lines_say_what_happened() -> None:
+    job = uuid.UUID(int=1)
+    failed = JobState("failed", 3, 0, 0, 0, "authentication failed: http_401")
+    assert outcome_line(job, failed).endswith("; authentication failed: http_401")
+    ok = JobState("succeeded", 3, 3, 0, 660)
+    assert outcome_line(job, ok) == f"job {job} succeeded: 3 of 3 listings, 660 rows written"
+    assert refusal_line("42", SyncTriggerReply(error="not_found")) == (
+        "sync-airbnb sync: refused (not_found): account 42 does not exist"
+    )
+    assert "Ask again" in refusal_line("42", SyncTriggerReply(error="internal", detail="Ask again"))
+
+
+def test_settings_error_is_one_line_and_exit_2(bare_launcher: ServiceLauncher) -> None:
+    result = bare_launcher.run(["sync", "123"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sync-airbnb sync: configuration error: NATS_URL is required but not set"
+    ]
+
+
+def test_unreachable_nats_exits_1(bare_launcher: ServiceLauncher) -> None:
+    result = bare_launcher.run(["sync", "123", "--wait"], {"NATS_URL": "nats://127.0.0.1:1"})
+    assert result.returncode == 1
+    assert "cannot reach NATS at nats://127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- against a running stack --------------------------------------------------------------
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, postgres_server: PostgresServer, secret_keys: str
+) -> AsyncIterator[Stack]:
+    """Its own NATS and database: its scheduler's start-up backfill sees only its accounts."""
+    nats_server = NatsServer(tmp_path / "nats")
+    nats_server.start()
+    name = new_database_name("sync_airbnb_sync_cmd")
+    url = await create_database(postgres_server, name)
+    apply_migrations(url)
+    env = {
+        "NATS_URL": nats_server.url,
+        "DATABASE_URL": url,
+        "SECRET_KEYS": secret_keys,
+        "AIRBNB_MIN_INTERVAL_S": "0",
+        "HTTP_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    launcher = ServiceLauncher(base_env=env, logdir=tmp_path)
+    try:
+        yield Stack(launcher, url, secret_keys, TODAY)
+    finally:
+        launcher.cleanup()
+        nats_server.stop()
+        await drop_database(postgres_server, name)
+
+
+async def sync(stack: Stack, *args: str, **env: str) -> tuple[int, str, str]:
+    result = await asyncio.to_thread(
+        stack.launcher.run, ["sync", *args], stack.service_env(**env), 120
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.slow
+async def test_sync_wait_succeeds_and_an_expired_session_fails_with_the_reason(
+    stack: Stack,
+) -> None:
+    sim: Simulator = await stack.start_simulator(accounts=3, listings=2, seed=23)
+    healthy, rejected, expiring = (a["account_id"] for a in sim.accounts)
+    await sim.send("PUT", "/_sim/faults", {"expired_sessions": {rejected: "http_401"}})
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await stack.register(conn, sim.accounts)
+        stack.start("writer")
+        stack.start("fetcher")
+        stack.start("scheduler")
+        # The scheduler's start-up backfills first, so what follows is deterministic.
+        await wait_for_jobs(conn, [healthy, rejected, expiring], scrape_day=TODAY)
+    finally:
+        await conn.close()
+
+    # A new (incremental) job, followed to its end.
+    code, out, err = await sync(stack, healthy, "--wait")
+    assert code == 0, err
+    job_id, summary = out.strip().splitlines()
+    uuid.UUID(job_id)
+    assert re.fullmatch(rf"job {job_id} succeeded: 2 of 2 listings, [\d,]+ rows written", summary)
+
+    # Again the same day: the same job, already ended, read from DATABASE_URL at once.
+    code, out, _ = await sync(stack, healthy, "--wait")
+    assert code == 0
+    assert out.splitlines()[0] == job_id
+
+    # A session that expired since the backfill: Airbnb refuses it, the job fails, and the
+    # reason is printed (never the cookie).
+    await sim.send(
+        "PUT", "/_sim/faults", {"expired_sessions": {rejected: "http_401", expiring: "http_401"}}
+    )
+    code, out, err = await sync(stack, expiring, "--wait")
+    assert code == 1, out + err
+    assert re.search(r"job \S+ failed: .*authentication failed", err), err
+    assert sim.accounts[2]["cookie"] not in out + err
+
+    # The account whose backfill already failed so: the scheduler refuses it, saying why.
+    code, out, err = await sync(stack, rejected, "--wait")
+    assert (code, out) == (1, "")
+    assert "refused (needs_credentials)" in err
+
+    # An unknown account: refused, with the scheduler's detail.
+    code, out, err = await sync(stack, "987654321")
+    assert (code, out) == (1, "")
+    assert "refused (not_found)" in err
