@@ -72,6 +72,9 @@ class SyncTriggerRequest(Message):
 
 class SyncTriggerReply(Message):
     job_id: uuid.UUID | None = None
+    # the job's status when the reply was sent: a trigger may return a job that already
+    # ended today, and a waiting client then has nothing to wait for
+    status: JobStatus | None = None
     # set instead of job_id when the scheduler refuses: not_found, inactive, deleted,
     # needs_credentials, invalid_request, internal
     error: str | None = None

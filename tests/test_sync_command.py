@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -136,6 +137,14 @@ async def test_sync_wait_succeeds_and_an_expired_session_fails_with_the_reason(
     code, out, _ = await sync(stack, healthy, "--wait")
     assert code == 0
     assert out.splitlines()[0] == job_id
+
+    # And without DATABASE_URL: the scheduler's reply says the job already ended, so there
+    # is nothing to wait for (no notification would ever come).
+    started = time.monotonic()
+    code, out, err = await sync(stack, healthy, "--wait", DATABASE_URL="")
+    assert code == 0, err
+    assert out.splitlines() == [job_id, f"job {job_id} already ended today: succeeded"]
+    assert time.monotonic() - started < 10
 
     # A session that expired since the backfill: Airbnb refuses it, the job fails, and the
     # reason is printed (never the cookie).

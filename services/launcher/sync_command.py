@@ -329,6 +329,15 @@ async def run(settings: SyncCommandSettings, account_id: str, *, full: bool, wai
         print(reply.job_id, flush=True)
         if not wait:
             return 0
+        if reply.status in FINAL and not settings.database_url:
+            # Nothing will be announced for a job that already ended; its counts are in
+            # the database only.
+            line = f"job {reply.job_id} already ended today: {reply.status}"
+            if reply.status == "succeeded":
+                print(line, flush=True)
+                return 0
+            _err(f"sync-airbnb sync: {line} (set DATABASE_URL to read why)")
+            return EXIT_FAILED
         watch.known(reply.job_id)
         state = await _until_interrupted(
             wait_for_job(reply.job_id, watch, settings.database_url, account_id)

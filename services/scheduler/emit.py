@@ -411,4 +411,7 @@ async def trigger_sync(
         report = await publish_one(nc, to_publish, timeout_s=timeout_s)
         if report.failed:
             raise RuntimeError(f"sync request of job {to_publish.job_id} could not be published")
-    return TriggerOutcome(SyncTriggerReply(job_id=job.job_id), created=created, account=acct)
+    status = job.status if isinstance(job, ExistingJob) else "queued"
+    return TriggerOutcome(
+        SyncTriggerReply(job_id=job.job_id, status=status), created=created, account=acct
+    )
