@@ -47,6 +47,8 @@ def decode(model: type[M], data: bytes) -> M:
 SyncKind = Literal["incremental", "full"]
 SyncTriggerSource = Literal["schedule", "account_created", "startup", "manual"]
 JobStatus = Literal["queued", "running", "succeeded", "partial", "failed"]
+# A job in one of these never changes again.
+FINAL_JOB_STATUSES: frozenset[str] = frozenset({"succeeded", "partial", "failed"})
 
 
 # --- admin -> scheduler -------------------------------------------------------------------

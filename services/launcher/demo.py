@@ -47,9 +47,10 @@ from services.launcher.stack import LocalStack, StackError, StackInfo, sync_hint
 from services.launcher.state import StateDir
 from services.launcher.supervisor import ChildSpec, LineSink
 from services.launcher.up import prefixed, run_stack
+from shared.messages import FINAL_JOB_STATUSES
 from shared.settings import load_settings
 
-FINAL = frozenset({"succeeded", "partial", "failed"})
+FINAL = FINAL_JOB_STATUSES
 CLIENT_VERSION = "sync-airbnb-demo"
 USER_AGENT = "Mozilla/5.0 (sync-airbnb demo)"
 POLL_S = 0.25

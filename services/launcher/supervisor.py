@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.launcher.child import PARENT_PID_VAR
+from shared.backoff import capped_backoff
 from shared.settings import EXIT_CONFIG
 
 # (child name, one line of its output without the newline)
@@ -68,7 +69,7 @@ def exit_action(returncode: int, *, stopping: bool, restart: bool) -> ExitAction
 
 def restart_delay(failures: int, *, base_s: float, cap_s: float) -> float:
     """Exponential backoff: ``base_s`` after the first failure in a row, doubling, capped."""
-    return min(cap_s, base_s * 2 ** max(0, failures - 1))
+    return capped_backoff(failures, base_s, cap_s)
 
 
 def failures_in_a_row(previous: int, ran_for_s: float, healthy_after_s: float) -> int:

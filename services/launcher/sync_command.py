@@ -43,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shared import topology
 from shared.messages import (
+    FINAL_JOB_STATUSES,
     MessageDecodeError,
     SyncTriggerReply,
     SyncTriggerRequest,
@@ -51,7 +52,7 @@ from shared.messages import (
 )
 from shared.settings import NatsSettings, load_settings, validate_database_url
 
-FINAL = frozenset({"succeeded", "partial", "failed"})
+FINAL = FINAL_JOB_STATUSES
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DB_POLL_S = 1.0

@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 from shared import topology
 from shared.airbnb.pivots import scrape_time
 from shared.messages import (
+    FINAL_JOB_STATUSES,
     JobEvent,
     JobStatus,
     ListingResult,
@@ -45,7 +46,7 @@ Row = list[Any]
 # (job_id, listing_id, table, chunk_no): the ledger's name of one RowBatch.
 ChunkKey = tuple[uuid.UUID, str, str, int]
 
-FINAL_STATUSES: Final[frozenset[str]] = frozenset({"succeeded", "partial", "failed"})
+FINAL_STATUSES: Final[frozenset[str]] = FINAL_JOB_STATUSES
 
 _MODELS: Final[dict[str, type[ResultMessage]]] = {
     **{topology.rows_subject(t): RowBatch for t in TABLE_NAMES},
