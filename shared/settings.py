@@ -110,6 +110,12 @@ class AirbnbSettings(BaseServiceSettings):
     airbnb_min_interval_s: float = Field(
         default=2.0, ge=0, validation_alias="AIRBNB_MIN_INTERVAL_S"
     )
+    # A random [0, jitter * interval) added to every interval, so accounts paced alike do
+    # not fire in lockstep. 0.1 keeps the mean interval within 5 % of AIRBNB_MIN_INTERVAL_S
+    # (the paced target is 1.10x the floor) while still de-synchronising requests.
+    airbnb_pacing_jitter: float = Field(
+        default=0.1, ge=0, le=1, validation_alias="AIRBNB_PACING_JITTER"
+    )
     airbnb_request_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias="AIRBNB_REQUEST_TIMEOUT_S"
     )

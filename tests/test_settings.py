@@ -88,3 +88,18 @@ def test_admin_process_ends_with_one_clear_line_and_exit_code_2(
     assert lines[0].startswith("sync-airbnb admin: configuration error: ")
     assert variable in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_airbnb_pacing_jitter_default_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from shared.settings import AirbnbSettings
+
+    monkeypatch.delenv("AIRBNB_PACING_JITTER", raising=False)
+    assert AirbnbSettings().airbnb_pacing_jitter == 0.1
+    monkeypatch.setenv("AIRBNB_PACING_JITTER", "0.25")
+    assert AirbnbSettings().airbnb_pacing_jitter == 0.25
+    for bad in ("-0.1", "1.5"):
+        monkeypatch.setenv("AIRBNB_PACING_JITTER", bad)
+        with pytest.raises(ValidationError):
+            AirbnbSettings()

@@ -113,6 +113,7 @@ def new_client(deps: SyncDeps, req: SyncRequest, cookie: str) -> AirbnbClient:
         user_agent=req.credentials.user_agent,
         base_url=s.airbnb_base_url,
         min_interval_s=s.airbnb_min_interval_s,
+        pacing_jitter=s.airbnb_pacing_jitter,
         max_attempts=s.airbnb_max_attempts,
         timeout_s=s.airbnb_request_timeout_s,
         account_id=req.account_id,
