@@ -87,10 +87,13 @@ class Flattened:
 
 def flatten_response(request: PlannedRequest, body: Any) -> Flattened:
     """Flatten one answer to ``request``; raises :class:`ListingDataError` naming both."""
+    query = request.query
     try:
-        if request.query == CHART:
+        # ``is`` first: the planned requests hold the module's constants, and a frozen
+        # dataclass's == compares field tuples (~0.2 us each, twice per response).
+        if query is CHART or query == CHART:
             points = tuple(flatten_chart_points(body))
-        elif request.query == LIST_OF_METRICS:
+        elif query is LIST_OF_METRICS or query == LIST_OF_METRICS:
             points = ()
         else:
             raise ListingDataError(f"{describe(request)}: not a per-listing query")
@@ -126,7 +129,8 @@ def pivot_listing(
     chart_units: dict[DateRange, list[MetricValue]] = {}
     list_units: dict[DateRange, list[MetricValue]] = {}
     for f in flattened:
-        if f.request.query == CHART:
+        query = f.request.query
+        if query is CHART or query == CHART:
             points.extend(f.points)
             chart_units.setdefault(f.request.slice, []).extend(f.units)
         else:
