@@ -48,7 +48,11 @@ async def _primary_key(conn: asyncpg.Connection, table: str) -> list[str]:
 
 
 async def test_migrations_apply_twice_with_tables_keys_and_column_rule(empty_database: str) -> None:
-    assert apply_migrations(empty_database) == ["0001_schema", "0002_timescaledb"]
+    assert apply_migrations(empty_database) == [
+        "0001_schema",
+        "0002_timescaledb",
+        "0003_drop_export_indexes",
+    ]
     assert apply_migrations(empty_database) == []  # the second run finds nothing to do
 
     conn = await asyncpg.connect(empty_database)
@@ -70,6 +74,14 @@ async def test_migrations_apply_twice_with_tables_keys_and_column_rule(empty_dat
                 assert columns[spec.name] == pg_type, spec.name
             assert columns["airbnb_internal_name"] == "text"
             assert columns["extra_metrics"] == "jsonb"
+            # Every row the writer stores pays for each index: the primary key is the only
+            # one (0003 dropped the export indexes; the key serves the export too).
+            indexes = await conn.fetch(
+                "SELECT indexrelid::regclass::text AS name, indisprimary FROM pg_index"
+                " WHERE indrelid = $1::regclass",
+                table.qualified_name,
+            )
+            assert [r["indisprimary"] for r in indexes] == [True], (table.name, indexes)
         cq = await _columns(conn, "chart_query")
         for m in ("conversion_rate", "p3_impressions"):
             for side in ("your", "similar"):
@@ -134,7 +146,11 @@ async def test_three_concurrent_migrate_processes_end_with_one_schema(
     conn = await asyncpg.connect(empty_database)
     try:
         applied = await conn.fetch("SELECT migration_id FROM _yoyo_migration ORDER BY 1")
-        assert [r["migration_id"] for r in applied] == ["0001_schema", "0002_timescaledb"]
+        assert [r["migration_id"] for r in applied] == [
+            "0001_schema",
+            "0002_timescaledb",
+            "0003_drop_export_indexes",
+        ]
         schemas = await conn.fetchval(
             "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", SCHEMA
         )

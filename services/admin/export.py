@@ -43,8 +43,10 @@ def date_column(table: MetricTable) -> str:
 def export_sql(table: MetricTable) -> str:
     cols = ", ".join(f'"{c}"' for c in table.column_names)
     day = date_column(table)
-    # Matches the (account_id, <day>, time DESC) export index, so PostgreSQL streams rows
-    # in index order (an incremental sort adds the listing) instead of sorting them all.
+    # The primary key (account_id first) finds the account's rows of the range and
+    # PostgreSQL sorts them (spilling to disk past work_mem, so the server's memory stays
+    # bounded too). No export index: the writer would pay for it on every row it stores
+    # (migrations/0003_drop_export_indexes.sql).
     return (
         f"SELECT {cols} FROM {table.qualified_name}"
         f' WHERE account_id = $1 AND "{day}" BETWEEN $2 AND $3'
