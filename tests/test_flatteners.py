@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ from shared.airbnb.errors import MalformedResponseError
 from shared.airbnb.flatteners import (
     ChartPoint,
     Listing,
-    MetricValue,
     flatten_chart_points,
     flatten_listings,
     flatten_metric_units,
@@ -88,55 +86,59 @@ def test_listings_from_the_capture(capture: Callable[[str], Any]) -> None:
 
 def test_p3_impressions_chart_points(capture: Callable[[str], Any]) -> None:
     points = flatten_chart_points(capture("ChartQuery_CONVERSION_p3_impressions"))
-    your = [p for p in points if p.side == "your"]
-    similar = [p for p in points if p.side == "similar"]
+    your = [p for p in points if p[1] == "your"]
+    similar = [p for p in points if p[1] == "similar"]
     assert len(your) == len(similar) == 28
-    assert {p.metric for p in points} == {"p3_impressions"}
+    assert {metric for metric, *_ in points} == {"p3_impressions"}
     # Airbnb's days are one off the requested 2025-01-11..2025-02-07; they are kept as sent.
-    assert [p.ds for p in your] == [date(2025, 1, 12) + timedelta(days=i) for i in range(28)]
-    assert your[0] == ChartPoint("p3_impressions", "your", date(2025, 1, 12), 15, "15")
-    assert similar[0] == ChartPoint("p3_impressions", "similar", date(2025, 1, 12), 6, "6")
-    assert your[-1].ds == date(2025, 2, 8)
-    assert all(type(p.value) is int for p in points)
+    assert [ds for _, _, ds, _, _ in your] == [
+        date(2025, 1, 12) + timedelta(days=i) for i in range(28)
+    ]
+    assert your[0] == ("p3_impressions", "your", date(2025, 1, 12), 15, "15")
+    assert similar[0] == ("p3_impressions", "similar", date(2025, 1, 12), 6, "6")
+    assert your[-1][2] == date(2025, 2, 8)
+    assert all(type(value) is int for _, _, _, value, _ in points)
 
 
 def test_conversion_rate_chart_points(capture: Callable[[str], Any]) -> None:
     points = flatten_chart_points(capture("ChartQuery_CONVERSION_conversion_rate"))
     assert len(points) == 56
-    assert {p.metric for p in points} == {"conversion_rate"}
-    assert all(type(p.value) is float for p in points)
+    assert {metric for metric, *_ in points} == {"conversion_rate"}
+    assert all(type(value) is float for _, _, _, value, _ in points)
     resp = capture("ChartQuery_CONVERSION_conversion_rate")
     raw = resp["data"]["porygon"]["getPerformanceComponents"]["components"][0]
     first_similar = raw["metricLineCharts"][1]["dataPoints"][0]
-    similar = next(p for p in points if p.side == "similar")
-    assert similar.value == first_similar["value"]["doubleValue"]
-    assert similar.value_string == first_similar["valueString"]
+    _, _, _, value, value_string = next(p for p in points if p[1] == "similar")
+    assert value == first_similar["value"]["doubleValue"]
+    assert value_string == first_similar["valueString"]
 
 
 def test_chart_metric_units(capture: Callable[[str], Any]) -> None:
     units = flatten_metric_units(capture("ChartQuery_CONVERSION_p3_impressions"))
     assert len(units) == 2
-    assert units[0] == MetricValue("p3_impressions", 460, "460", 222.0, "222")
-    assert units[1].metric == "p2_impressions" and type(units[1].value) is int
-    assert units[1].value_change is None
+    assert units[0] == ("p3_impressions", 460, "460", 222.0, "222")
+    metric, value, _, change, _ = units[1]
+    assert metric == "p2_impressions" and type(value) is int
+    assert change is None
     rates = flatten_metric_units(capture("ChartQuery_CONVERSION_conversion_rate"))
-    assert [u.metric for u in rates] == [
+    assert [metric for metric, *_ in rates] == [
         "conversion_rate",
         "p2_impressions_first_page_rate",
         "search_conversion_rate",
         "listing_conversion_rate",
     ]
-    assert rates[0].value == 0.0011021307861866275 and rates[0].value_string == "0.11%"
-    assert type(rates[0].value_change) is float and rates[0].value_change < 0
-    assert rates[0].value_change_string is not None
+    _, value, value_string, change, change_string = rates[0]
+    assert value == 0.0011021307861866275 and value_string == "0.11%"
+    assert type(change) is float and change < 0
+    assert change_string is not None
 
 
 def test_list_of_metrics_units(capture: Callable[[str], Any]) -> None:
     units = flatten_metric_units(capture("ListOfMetricsQuery_CONVERSION_conversion_rate"))
-    assert units[0] == MetricValue("conversion_rate", 0.0011021307861866275, "0.11%", None, None)
+    assert units[0] == ("conversion_rate", 0.0011021307861866275, "0.11%", None, None)
     assert len(units) == 4
     counts = flatten_metric_units(capture("ListOfMetricsQuery_CONVERSION_p3_impressions"))
-    assert [(u.metric, u.value) for u in counts] == [
+    assert [(metric, value) for metric, value, *_ in counts] == [
         ("p3_impressions", 460),
         ("p2_impressions", 8166),
     ]
@@ -155,14 +157,14 @@ def test_null_values_stay_none_with_their_string() -> None:
     points[1]["value"] = {"__typename": "porygonLongWrapper", "longValue": None}
     points[2]["value"] = {"doubleValue": 2}  # an integral JSON number is still a double
     flat = flatten_chart_points(resp)
-    assert (flat[0].value, flat[0].value_string) == (None, "-")
-    assert flat[1].value is None
-    assert flat[2].value == 2.0 and type(flat[2].value) is float
+    assert flat[0][3:] == (None, "-")
+    assert flat[1][3] is None
+    assert flat[2][3] == 2.0 and type(flat[2][3]) is float
 
 
 def test_value_change_may_be_absent() -> None:
     resp = _response({"metrics": [_unit("conversion_rate", {"doubleValue": 0.5}, "50%")]})
-    assert flatten_metric_units(resp) == [MetricValue("conversion_rate", 0.5, "50%", None, None)]
+    assert flatten_metric_units(resp) == [("conversion_rate", 0.5, "50%", None, None)]
 
 
 def test_empty_charts_and_lists_flatten_to_nothing() -> None:
@@ -179,7 +181,7 @@ def test_chart_order_is_read_from_labels() -> None:
     ]
     charts.reverse()
     flat = flatten_chart_points(resp)
-    assert flat[0].side == "similar" and flat[0].value == 100
+    assert flat[0][1] == "similar" and flat[0][3] == 100
 
 
 def test_numeric_listing_ids_become_strings() -> None:
@@ -187,13 +189,13 @@ def test_numeric_listing_ids_become_strings() -> None:
     assert flatten_listings(resp) == [Listing("42", None, "x")]
 
 
-def test_records_are_frozen_and_compare_by_value() -> None:
+def test_records_are_immutable_tuples_that_compare_by_value() -> None:
     (point, *_) = flatten_chart_points(_chart_response())
-    built = ChartPoint("p3_impressions", "your", date(2025, 1, 12), 0, "0")
+    built: ChartPoint = ("p3_impressions", "your", date(2025, 1, 12), 0, "0")
+    assert type(point) is tuple
     assert point == built and hash(point) == hash(built) and repr(point) == repr(built)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        point.value = 1  # type: ignore[misc]
-    assert not hasattr(point, "__dict__")
+    (unit, *_) = flatten_metric_units(_chart_response())
+    assert type(unit) is tuple and unit == ("p3_impressions", 3, "3", None, None)
 
 
 # --- malformed responses -----------------------------------------------------------

@@ -57,10 +57,10 @@ def _rename_component_metric(resp: Any, key: str, index: int | None, name: str) 
 
 
 def test_chart_query_rows_have_exactly_the_table_columns() -> None:
-    points = [
-        ChartPoint("conversion_rate", "your", D2, 0.5, "50%"),
-        ChartPoint("conversion_rate", "your", D1, None, "-"),
-        ChartPoint("p3_impressions", "similar", D1, 7, "7"),
+    points: list[ChartPoint] = [
+        ("conversion_rate", "your", D2, 0.5, "50%"),
+        ("conversion_rate", "your", D1, None, "-"),
+        ("p3_impressions", "similar", D1, 7, "7"),
     ]
     rows = pivot_chart_query(points, scraped_at=SCRAPED_AT, **WHO)
     assert [r["metric_date"] for r in rows] == [D1, D2]
@@ -82,10 +82,10 @@ def test_chart_query_rows_have_exactly_the_table_columns() -> None:
 
 
 def test_chart_query_extra_metrics_are_kept_per_row() -> None:
-    points = [
-        ChartPoint("mystery", "your", D1, 1.5, "1.5"),
-        ChartPoint("mystery", "similar", D1, 2.5, "2.5"),
-        ChartPoint("p3_impressions", "your", D2, 3, "3"),
+    points: list[ChartPoint] = [
+        ("mystery", "your", D1, 1.5, "1.5"),
+        ("mystery", "similar", D1, 2.5, "2.5"),
+        ("p3_impressions", "your", D2, 3, "3"),
     ]
     rows = pivot_chart_query(points, scraped_at=SCRAPED_AT, **WHO)
     assert rows[0]["extra_metrics"] == {
@@ -103,9 +103,9 @@ def test_chart_query_extra_metrics_are_kept_per_row() -> None:
 
 
 def test_integral_doubles_of_count_metrics_become_ints() -> None:
-    points = [
-        ChartPoint("p3_impressions", "your", D1, 460.0, "460"),
-        ChartPoint("conversion_rate", "your", D1, 1.0, "100%"),
+    points: list[ChartPoint] = [
+        ("p3_impressions", "your", D1, 460.0, "460"),
+        ("conversion_rate", "your", D1, 1.0, "100%"),
     ]
     (row,) = pivot_chart_query(points, scraped_at=SCRAPED_AT, **WHO)
     assert type(row["p3_impressions_your_value"]) is int
@@ -142,10 +142,10 @@ def test_scrape_time() -> None:
 
 
 def test_chart_summary_row() -> None:
-    values = [
-        MetricValue("p3_impressions", 460, "460", 222.0, "222"),
-        MetricValue("search_conversion_rate", None, "-", None, None),
-        MetricValue("occupancy_rate", 0.5, "50%", 0.1, "+10%"),
+    values: list[MetricValue] = [
+        ("p3_impressions", 460, "460", 222.0, "222"),
+        ("search_conversion_rate", None, "-", None, None),
+        ("occupancy_rate", 0.5, "50%", 0.1, "+10%"),
     ]
     row = pivot_chart_summary(values, slice=SLICE, scraped_at=SCRAPED_AT, **WHO)
     assert tuple(row) == CHART_SUMMARY.column_names
@@ -167,10 +167,10 @@ def test_chart_summary_row() -> None:
 
 
 def test_list_of_metrics_row() -> None:
-    values = [
-        MetricValue("conversion_rate", 0.25, "25%", None, None),
-        MetricValue("p2_impressions", 8166.0, "8166", None, None),
-        MetricValue("brand_new", 3, "3", None, None),
+    values: list[MetricValue] = [
+        ("conversion_rate", 0.25, "25%", None, None),
+        ("p2_impressions", 8166.0, "8166", None, None),
+        ("brand_new", 3, "3", None, None),
     ]
     row = pivot_list_of_metrics(values, slice=SLICE, scraped_at=SCRAPED_AT, **WHO)
     assert tuple(row) == LIST_OF_METRICS.column_names

@@ -6,8 +6,10 @@ piece raises :class:`MalformedResponseError` with the exact JSON path, e.g.
 ``data.porygon.getPerformanceComponents.components[0].metricLineCharts[1].dataPoints[3].ds``.
 The path is kept as a linked tuple and only rendered to text when something is
 wrong, because these functions run once per response on the fetcher's hot path;
-for the same reason the per-point loop of :func:`flatten_chart_points` indexes
-directly and only calls the walker once something fails.
+for the same reason the per-point and per-unit loops index directly and only call
+the walker once something fails, and the records are plain tuples
+(:data:`ChartPoint`, :data:`MetricValue`): building a dataclass per point was the
+largest single cost of the fetcher (benchmarks/bench_fetcher.py).
 
 What is required: every key the records are built from. What is nullable: a
 metric's ``value`` (kept as ``None`` next to its ``valueString``), ``valueString``,
@@ -17,10 +19,9 @@ may also be absent: they are null in most responses and identify nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeAlias
 
 from shared.airbnb.errors import MalformedResponseError
 
@@ -41,54 +42,13 @@ class Listing:
     listing_name: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ChartPoint:
-    """One day of one chart; ``ds`` is Airbnb's own date (one day after the requested day)."""
+# One day of one chart: (metric, side, ds, value, value_string). ``ds`` is Airbnb's
+# own date (one day after the requested day).
+ChartPoint: TypeAlias = tuple[str, Side, date, Number | None, str | None]
 
-    metric: str
-    side: Side
-    ds: date
-    value: Number | None
-    value_string: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MetricValue:
-    """One metric unit: a ChartQuery primary/secondary metric or a ListOfMetricsQuery entry."""
-
-    metric: str
-    value: Number | None
-    value_string: str | None
-    value_change: Number | None
-    value_change_string: str | None
-
-
-def _slot_factory(cls: type[Any]) -> Callable[..., Any]:
-    # The generated __init__ of a frozen dataclass sets each field through
-    # object.__setattr__, which made point construction the largest cost of a
-    # ChartQuery flatten; writing the slots directly halves it. Equality, repr,
-    # hashing and immutability are the dataclass's own, untouched.
-    new = object.__new__
-    set_a, set_b, set_c, set_d, set_e = (getattr(cls, f.name).__set__ for f in fields(cls))
-
-    def make(a: Any, b: Any, c: Any, d: Any, e: Any) -> Any:
-        obj = new(cls)
-        set_a(obj, a)
-        set_b(obj, b)
-        set_c(obj, c)
-        set_d(obj, d)
-        set_e(obj, e)
-        return obj
-
-    return make
-
-
-_new_point: Callable[[str, Side, date, Number | None, str | None], ChartPoint] = _slot_factory(
-    ChartPoint
-)
-_new_metric_value: Callable[
-    [str, Number | None, str | None, Number | None, str | None], MetricValue
-] = _slot_factory(MetricValue)
+# One metric unit, a ChartQuery primary/secondary metric or a ListOfMetricsQuery entry:
+# (metric, value, value_string, value_change, value_change_string).
+MetricValue: TypeAlias = tuple[str, Number | None, str | None, Number | None, str | None]
 
 
 def _render_path(path: _Path) -> str:
@@ -170,7 +130,9 @@ def _unwrap(wrapper: Any) -> Number | None:
         raise _BadNumber(f"not an integer: {raw!r}", "longValue")
     if "doubleValue" in wrapper:
         raw = wrapper["doubleValue"]
-        if type(raw) is float or type(raw) is int:
+        if type(raw) is float:
+            return raw
+        if type(raw) is int:
             return float(raw)
         if raw is None:
             return None
@@ -194,8 +156,21 @@ def _date(node: Any, key: str, at: _Path) -> date:
         _fail((at, key), f"not an ISO date: {raw!r}")
 
 
+_COMPONENT_AT: _Path = ((((None, "data"), "porygon"), "getPerformanceComponents"), "components")
+
+
 def _component(resp: Any) -> tuple[Any, _Path]:
     """``data.porygon.getPerformanceComponents.components[0]`` and its path."""
+    try:
+        components = resp["data"]["porygon"]["getPerformanceComponents"]["components"]
+        if type(components) is list and components:
+            return components[0], (_COMPONENT_AT, 0)
+    except (KeyError, TypeError):
+        pass
+    return _component_walked(resp)
+
+
+def _component_walked(resp: Any) -> tuple[Any, _Path]:
     at: _Path = None
     node = resp
     for key in ("data", "porygon", "getPerformanceComponents"):
@@ -213,12 +188,12 @@ def _metric_value(unit: Any, at: _Path) -> MetricValue:
     # every response); anything unexpected goes to the walker below, which names the path.
     if type(unit) is dict:
         try:
-            change = _unwrap(unit["valueChange"]) if "valueChange" in unit else None
-            return _new_metric_value(
+            change = unit.get("valueChange")
+            return (
                 unit["metricName"],
                 _unwrap(unit["value"]),
                 unit["valueString"],
-                change,
+                None if change is None else _unwrap(change),
                 unit.get("valueChangeString"),
             )
         except (KeyError, _BadNumber):
@@ -231,7 +206,7 @@ def _metric_value_walked(unit: Any, at: _Path) -> MetricValue:
     value = _number(unit, "value", at)
     value_string = _field(unit, "valueString", at)
     change = _number(unit, "valueChange", at) if "valueChange" in unit else None
-    return MetricValue(metric, value, value_string, change, unit.get("valueChangeString"))
+    return (metric, value, value_string, change, unit.get("valueChangeString"))
 
 
 def flatten_listings(resp: Any) -> list[Listing]:
@@ -275,7 +250,6 @@ def flatten_chart_points(resp: Any) -> list[ChartPoint]:
     charts_at: _Path = (at, "metricLineCharts")
     points: list[ChartPoint] = []
     append = points.append
-    new_point = _new_point
     unwrap = _unwrap
     # Both charts carry the same days; parse each ds string once.
     days: dict[str, date] = {}
@@ -295,15 +269,19 @@ def flatten_chart_points(resp: Any) -> list[ChartPoint]:
                 if ds is None:
                     ds = days[raw_ds] = parse_day(raw_ds)
                 wrapper = point["value"]
-                # A single doubleValue holding a float is the common case: no call.
-                if (
-                    type(wrapper) is dict
-                    and len(wrapper) == 1
-                    and type(value := wrapper.get("doubleValue")) is float
-                ):
-                    append(new_point(metric, side, ds, value, point["valueString"]))
+                # _unwrap inlined for the two usual wrappers (a longValue string, a
+                # doubleValue float), same checks in the same order; the rest calls it.
+                value: Number | None
+                if type(wrapper) is dict:
+                    if "longValue" in wrapper:
+                        raw = wrapper["longValue"]
+                        value = int(raw) if type(raw) is str else unwrap(wrapper)
+                    else:
+                        raw = wrapper.get("doubleValue")
+                        value = raw if type(raw) is float else unwrap(wrapper)
                 else:
-                    append(new_point(metric, side, ds, unwrap(wrapper), point["valueString"]))
+                    value = unwrap(wrapper)
+                append((metric, side, ds, value, point["valueString"]))
             except (KeyError, TypeError, ValueError, _BadNumber):
                 _diagnose_point(point, ((chart_at, "dataPoints"), j))
     return points

@@ -8,7 +8,9 @@ and :func:`count_extra_metrics` counts such entries for the caller's metrics.
 If the same metric arrives twice for one row (it should not), the last one wins.
 
 These run on the fetcher's hot path, so each row starts as a copy of a prebuilt
-all-``None`` template and column names come from lookup tables built at import.
+all-``None`` template, column names come from lookup tables built at import, and the
+long records (plain tuples, see :mod:`shared.airbnb.flatteners`) are unpacked, never
+copied.
 """
 
 from __future__ import annotations
@@ -82,23 +84,16 @@ def _check_scraped_at(scraped_at: datetime) -> None:
 
 def _count_value(metric: str, value: Number | None) -> Number | None:
     # Count columns are bigint; an integral double (e.g. 460.0) would fail the COPY.
-    if metric in COUNT_METRICS and type(value) is float and value.is_integer():
+    if type(value) is float and metric in COUNT_METRICS and value.is_integer():
         return int(value)
     return value
 
 
-def _metric_fields(mv: MetricValue) -> dict[str, Any]:
-    return {
-        "value": mv.value,
-        "value_string": mv.value_string,
-        "value_change": mv.value_change,
-        "value_change_string": mv.value_change_string,
-    }
-
-
-def _add_chart_extra(row: Row, p: ChartPoint) -> None:
+def _add_chart_extra(
+    row: Row, metric: str, side: str, value: Number | None, value_string: str | None
+) -> None:
     extra = row[EXTRA_METRICS_COLUMN].setdefault(
-        p.metric,
+        metric,
         {
             "your_value": None,
             "your_value_string": None,
@@ -106,8 +101,8 @@ def _add_chart_extra(row: Row, p: ChartPoint) -> None:
             "similar_value_string": None,
         },
     )
-    extra[f"{p.side}_value"] = p.value
-    extra[f"{p.side}_value_string"] = p.value_string
+    extra[f"{side}_value"] = value
+    extra[f"{side}_value_string"] = value_string
 
 
 def pivot_chart_query(
@@ -133,29 +128,27 @@ def pivot_chart_query(
     rows: dict[date, Row] = {}
     # Points arrive chart by chart, so the column lookup is redone only when the
     # (metric, side) changes; identity checks suffice since it is only a cache.
-    metric: str | None = None
-    side: str | None = None
+    last_metric: str | None = None
+    last_side: str | None = None
     cols: tuple[str, str] | None = None
     is_count = False
-    for p in points:
-        ds = p.ds
+    for metric, side, ds, value, value_string in points:
         row = rows.get(ds)
         if row is None:
             row = rows[ds] = copy()
             row["metric_date"] = ds
             row[EXTRA_METRICS_COLUMN] = {}
-        if p.metric is not metric or p.side is not side:
-            metric, side = p.metric, p.side
+        if metric is not last_metric or side is not last_side:
+            last_metric, last_side = metric, side
             cols = _CHART_QUERY_COLUMNS.get((metric, side))
             is_count = metric in COUNT_METRICS
         if cols is None:
-            _add_chart_extra(row, p)
+            _add_chart_extra(row, metric, side, value, value_string)
             continue
-        value = p.value
-        if is_count and type(value) is float:
-            value = _count_value(p.metric, value)
+        if is_count and type(value) is float and value.is_integer():
+            value = int(value)
         row[cols[0]] = value
-        row[cols[1]] = p.value_string
+        row[cols[1]] = value_string
     return [rows[ds] for ds in sorted(rows)]
 
 
@@ -183,21 +176,23 @@ def _fill_metric_units(
     row: Row, metric_values: Iterable[MetricValue], columns: Mapping[str, tuple[str, ...]]
 ) -> Row:
     """Set each known metric's columns (value, string[, change, change string]) in order;
-    ``zip`` stops at the table's columns, so a table without change columns drops them."""
+    a table without change columns (two columns per metric) drops the change."""
     extra = row[EXTRA_METRICS_COLUMN]
-    for mv in metric_values:
-        cols = columns.get(mv.metric)
+    for metric, value, value_string, change, change_string in metric_values:
+        cols = columns.get(metric)
         if cols is None:
-            extra[mv.metric] = _metric_fields(mv)
+            extra[metric] = {
+                "value": value,
+                "value_string": value_string,
+                "value_change": change,
+                "value_change_string": change_string,
+            }
             continue
-        fields = (
-            _count_value(mv.metric, mv.value),
-            mv.value_string,
-            mv.value_change,
-            mv.value_change_string,
-        )
-        for column, value in zip(cols, fields, strict=False):
-            row[column] = value
+        row[cols[0]] = _count_value(metric, value)
+        row[cols[1]] = value_string
+        if len(cols) == 4:
+            row[cols[2]] = change
+            row[cols[3]] = change_string
     return row
 
 
