@@ -11,6 +11,7 @@ import itertools
 import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -166,13 +167,13 @@ def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
         mine = [b for b in batches if b.table == table]
         assert [b.chunk_no for b in mine] == list(range(len(mine)))
         assert len(mine) > 1, f"{table}: the limit should force several chunks"
-        assert [r for b in mine for r in b.rows] == pipeline.to_wire(tables[table])
-        # to_wire's fast path is pydantic's own conversion.
-        assert pipeline.to_wire(tables[table]) == [to_jsonable_python(r) for r in tables[table]]
+        # Every row, once, in order: the chunks carry the pivots' rows themselves.
+        assert [r for b in mine for r in b.rows] == tables[table]
     for b in batches:
         data = encode(b)
         assert len(data) <= limit
-        assert decode(RowBatch, data) == b
+        # The writer receives the rows as pydantic converts them (dates as ISO strings).
+        assert decode(RowBatch, data) == b.model_copy(update={"rows": to_jsonable_python(b.rows)})
         assert pipeline.encode_batch(b) == data  # the fetcher's fast encoding is the model's
     # A chunk is filled before the next starts: adding the next row would break the limit.
     for first, second in itertools.pairwise(batches):
@@ -202,11 +203,34 @@ def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
 
 
 def test_rows_travel_as_json_types() -> None:
-    _, tables = listing_tables(listing_of(ACCOUNT, 0), sync_window(TODAY, first_run=False))
-    wire = pipeline.to_wire(tables["chart_summary"])[0]
+    listing = listing_of(ACCOUNT, 0)
+    _, tables = listing_tables(listing, sync_window(TODAY, first_run=False))
+    batches = pipeline.row_batches(
+        job_id=JOB,
+        account_id=ACCOUNT.account_id,
+        listing_id=listing.listing_id,
+        scrape_day=TODAY,
+        tables=tables,
+        max_bytes=512 * 1024,
+    )
+    summary = next(b for b in batches if b.table == "chart_summary")
+    wire = orjson.loads(pipeline.encode_batch(summary))["rows"][0]
     assert wire["window_start"] == "2025-06-29"
     assert wire["time"] == "2025-07-11T00:00:00Z"
     assert isinstance(wire["p3_impressions_value"], int)
+
+    # What orjson cannot write itself is written as pydantic would, byte for byte.
+    odd = RowBatch.model_construct(
+        job_id=JOB,
+        account_id="1",
+        listing_id="2",
+        table="chart_query",
+        chunk_no=0,
+        scrape_day=TODAY,
+        rows=[{"x": Decimal("1.50"), "day": TODAY, "at": scrape_time(TODAY)}],
+    )
+    assert pipeline.encode_batch(odd) == encode(odd)
+    assert pipeline.chunk_rows(odd.rows, 100) == [odd.rows]
 
 
 def test_chunk_rows_edges() -> None:
@@ -216,6 +240,9 @@ def test_chunk_rows_edges() -> None:
     assert pipeline.chunk_rows(rows, size) == [[r] for r in rows]
     assert pipeline.chunk_rows(rows, 2 * size + 1) == [rows[:2], rows[2:4], rows[4:]]
     assert pipeline.chunk_rows(rows, 2 * size) == [[r] for r in rows]  # no room for the comma
+    # All rows in one chunk exactly when their array body fits, commas included.
+    assert pipeline.chunk_rows(rows, 5 * size + 4) == [rows]
+    assert pipeline.chunk_rows(rows, 5 * size + 3) == [rows[:4], rows[4:]]
     with pytest.raises(pipeline.ChunkTooLargeError, match="more than a whole chunk"):
         pipeline.chunk_rows(rows, size - 1)
     with pytest.raises(pipeline.ChunkTooLargeError):

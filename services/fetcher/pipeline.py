@@ -21,9 +21,7 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic_core import to_jsonable_python
@@ -36,7 +34,7 @@ from shared.airbnb.flatteners import (
     flatten_chart_points,
     flatten_metric_units,
 )
-from shared.airbnb.operations import CHART, LIST_OF_METRICS
+from shared.airbnb.operations import CHART, LIST_OF_METRICS, PersistedQuery
 from shared.airbnb.payloads import PlannedRequest
 from shared.airbnb.pivots import (
     Row,
@@ -47,7 +45,7 @@ from shared.airbnb.pivots import (
 )
 from shared.airbnb.windows import DateRange
 from shared.backoff import capped_backoff
-from shared.messages import ListingResult, RowBatch, encode
+from shared.messages import ListingResult, RowBatch
 from shared.metric_tables import EXTRA_METRICS_COLUMN, TABLE_NAMES, TableName
 
 # Error texts travel in ListingResult/JobEvent and end up in the API; keep them readable.
@@ -76,8 +74,9 @@ def clip_reason(reason: str) -> str:
 # --- responses -> flat records -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Flattened:
+# A NamedTuple rather than a frozen dataclass: as immutable, and built in half the time
+# (one per response; a frozen dataclass's __init__ sets each field via object.__setattr__).
+class Flattened(NamedTuple):
     """One answered request: its chart points (ChartQuery only) and its metric units."""
 
     request: PlannedRequest
@@ -85,13 +84,17 @@ class Flattened:
     units: tuple[MetricValue, ...]
 
 
+def _is_chart(query: PersistedQuery) -> bool:
+    # ``is`` first, for both constants: the planned requests hold them, and a frozen
+    # dataclass's == compares field tuples (~0.2 us each, twice per response).
+    return query is CHART or (query is not LIST_OF_METRICS and query == CHART)
+
+
 def flatten_response(request: PlannedRequest, body: Any) -> Flattened:
     """Flatten one answer to ``request``; raises :class:`ListingDataError` naming both."""
     query = request.query
     try:
-        # ``is`` first: the planned requests hold the module's constants, and a frozen
-        # dataclass's == compares field tuples (~0.2 us each, twice per response).
-        if query is CHART or query == CHART:
+        if _is_chart(query):
             points = tuple(flatten_chart_points(body))
         elif query is LIST_OF_METRICS or query == LIST_OF_METRICS:
             points = ()
@@ -129,8 +132,7 @@ def pivot_listing(
     chart_units: dict[DateRange, list[MetricValue]] = {}
     list_units: dict[DateRange, list[MetricValue]] = {}
     for f in flattened:
-        query = f.request.query
-        if query is CHART or query == CHART:
+        if _is_chart(f.request.query):
             points.extend(f.points)
             chart_units.setdefault(f.request.slice, []).extend(f.units)
         else:
@@ -163,54 +165,35 @@ def extra_metric_names(tables: Mapping[TableName, Sequence[Row]]) -> dict[TableN
 # --- rows -> chunks -> messages ------------------------------------------------------------
 
 
-_JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
+def _to_json(value: Any) -> bytes:
+    """``value`` as it travels: the JSON pydantic's ``model_dump(mode="json")`` gives.
 
-
-@lru_cache(maxsize=64)
-def _wire_datetime(value: dt.datetime) -> str:
-    # pydantic's rendering (``...Z`` for UTC); a listing's rows share one scrape time.
-    return str(to_jsonable_python(value))
-
-
-def to_wire(rows: Iterable[Row]) -> list[dict[str, Any]]:
-    """Rows as they travel: JSON types only (dates and times as ISO strings).
-
-    The same conversion pydantic applies when it encodes a RowBatch (``to_jsonable_python``,
-    which tests/test_fetcher_pipeline.py holds it to), done once here so that each row's
-    encoded size is known before it is placed in a chunk. Values that are JSON already
-    are kept as they are, dates and the scrape time converted directly: calling
-    pydantic per row was a seventh of the fetcher's CPU per response (py-spy,
-    benchmarks/bench_fetcher.py).
+    orjson writes dates, and datetimes with ``OPT_UTC_Z``, exactly as pydantic renders
+    them (``2025-07-11``, ``2025-07-11T00:00:00Z``), so the rows of a chunk are encoded
+    as the pivots built them: converting them to JSON types first, one value at a time,
+    was a quarter of the fetcher's CPU per response (benchmarks/bench_fetcher.py).
+    Anything orjson cannot write goes through pydantic itself.
     """
-    native = _JSON_NATIVE
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        wire: dict[str, Any] = {}
-        for key, value in row.items():
-            kind = type(value)
-            if kind in native:
-                wire[key] = value
-            elif kind is dt.date:
-                wire[key] = value.isoformat()
-            elif kind is dt.datetime:
-                wire[key] = _wire_datetime(value)
-            else:
-                wire[key] = to_jsonable_python(value)
-        out.append(wire)
-    return out
+    return orjson.dumps(value, default=to_jsonable_python, option=orjson.OPT_UTC_Z)
 
 
-def chunk_rows(rows: Sequence[dict[str, Any]], budget: int) -> list[list[dict[str, Any]]]:
-    """Greedy, order-keeping cut of JSON-ready ``rows`` into lists whose JSON array
-    body (rows and the commas between them) takes at most ``budget`` bytes.
+def chunk_rows(rows: Sequence[Row], budget: int) -> list[list[Row]]:
+    """Greedy, order-keeping cut of ``rows`` into lists whose JSON array body (rows and
+    the commas between them) takes at most ``budget`` bytes.
 
     No rows give no chunks. A single row over ``budget`` raises :class:`ChunkTooLargeError`.
     """
-    chunks: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
+    if not rows:
+        return []
+    # Usually a listing's whole table fits in one chunk: one encoding of all rows (the
+    # body is the array less its brackets) then decides, with the greedy cut's answer.
+    if len(_to_json(rows)) - 2 <= budget:
+        return [list(rows)]
+    chunks: list[list[Row]] = []
+    current: list[Row] = []
     used = 0
     for row in rows:
-        size = len(orjson.dumps(row))
+        size = len(_to_json(row))
         if size > budget:
             raise ChunkTooLargeError(
                 f"one row takes {size} bytes, more than a whole chunk ({budget} bytes of rows)"
@@ -239,14 +222,16 @@ def row_batches(
     """Every RowBatch of one listing, table by table, each encoding to <= ``max_bytes``."""
     batches: list[RowBatch] = []
     for table in TABLE_NAMES:
-        rows = to_wire(tables.get(table, ()))
+        rows = tables.get(table, ())
         if not rows:
             continue
 
-        def batch(chunk_no: int, chunk: list[dict[str, Any]], table: TableName = table) -> RowBatch:
-            # Not validated again: every field is typed here and the rows are to_wire's
-            # JSON-ready dicts (validating ~1,000 rows per chunk was a tenth of the
-            # fetcher's CPU per response, benchmarks/bench_fetcher.py).
+        def batch(chunk_no: int, chunk: list[Row], table: TableName = table) -> RowBatch:
+            # Not validated again: every field is typed here and the rows are the pivots'
+            # (validating ~1,000 rows per chunk was a tenth of the fetcher's CPU per
+            # response, benchmarks/bench_fetcher.py). They keep their dates as the
+            # pivots made them; only the encoding (:func:`encode_batch`) turns them
+            # into text.
             return RowBatch.model_construct(
                 job_id=job_id,
                 account_id=account_id,
@@ -257,7 +242,8 @@ def row_batches(
                 rows=chunk,
             )
 
-        envelope = len(encode(batch(_CHUNK_NO_BOUND, [])))
+        # encode_batch is the model's own encoding, byte for byte (and no pydantic walk).
+        envelope = len(encode_batch(batch(_CHUNK_NO_BOUND, [])))
         budget = max_bytes - envelope
         if budget <= 0:
             raise ChunkTooLargeError(f"a chunk limit of {max_bytes} bytes leaves no room for rows")
@@ -269,11 +255,11 @@ def row_batches(
 def encode_batch(batch: RowBatch) -> bytes:
     """``shared.messages.encode(batch)``, byte for byte, for a batch of :func:`row_batches`.
 
-    Its rows are JSON-ready already (:func:`to_wire`), so pydantic's ``model_dump``
-    walk over every value is skipped; orjson writes the UUID and the date as pydantic
-    does (tests/test_fetcher_pipeline.py holds the two equal).
+    pydantic's ``model_dump`` walk over every value is skipped: orjson writes the rows,
+    the UUID and the dates as pydantic does (:func:`_to_json`;
+    tests/test_fetcher_pipeline.py holds the two equal).
     """
-    return orjson.dumps(
+    return _to_json(
         {
             "job_id": str(batch.job_id),
             "account_id": batch.account_id,
