@@ -228,6 +228,34 @@ def test_only_new_chunks_are_written_and_later_rows_win_on_the_key() -> None:
     assert plan.rows_to_write(batch, set()) == {}
 
 
+def test_rows_sharing_a_date_but_not_a_key_are_all_kept() -> None:
+    # The same days for two listings, and for two tables: no key is shared, nothing goes.
+    one = planned("list_of_metrics", [make_row("list_of_metrics", n) for n in range(3)])
+    other = planned(
+        "list_of_metrics",
+        [make_row("list_of_metrics", n, listing="L2") for n in range(3)],
+        listing="L2",
+    )
+    summary = planned("chart_summary", [make_row("chart_summary", n) for n in range(3)])
+    batch = [one, other, summary]
+    out = plan.rows_to_write(batch, {c for c, _ in plan.ledger_entries(batch)})
+    assert out["list_of_metrics"] == [*one.rows, *other.rows]  # type: ignore[misc]
+    assert out["chart_summary"] == summary.rows
+
+
+def test_a_key_repeated_by_another_job_of_the_same_day_is_written_once() -> None:
+    first = planned("chart_query", [make_row("chart_query", n) for n in range(3)])
+    again = plan.Planned(
+        first.message.model_copy(update={"job_id": uuid.uuid4()}),
+        [list(r) for r in first.rows or []],
+    )
+    i = METRIC_TABLES["chart_query"].column_names.index("conversion_rate_your_value")
+    again.rows[1][i] = 0.75  # type: ignore[index]
+    batch = [first, again]
+    out = plan.rows_to_write(batch, {c for c, _ in plan.ledger_entries(batch)})
+    assert [r[i] for r in out["chart_query"]] == [0.25, 0.75, 0.25]  # the later message wins
+
+
 def test_chunk_increments_sum_per_listing_and_job() -> None:
     other = uuid.uuid4()
     per_listing, per_job = plan.chunk_increments(
