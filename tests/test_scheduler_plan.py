@@ -20,6 +20,7 @@ from services.scheduler.plan import (
     dedup_key,
     encode_sync_request,
     event_wants_backfill,
+    in_key_order,
     plan_from_existing,
     plan_jobs,
     refusal,
@@ -294,3 +295,31 @@ def test_settings_default_cron_and_window_settings(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SCHEDULE_CRON", "not cron")
     with pytest.raises(ValidationError, match="not a valid cron expression"):
         SchedulerSettings()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_accounts_in_key_order_are_the_order_plan_jobs_gives(full: bool) -> None:
+    # "123:..." sorts after "1234:..." (":" is above the digits): not account_id order.
+    accounts = [
+        account("1234", never_synced=False),
+        account("123", never_synced=True),
+        account("99", never_synced=False),
+        account("1000", never_synced=True),
+        account("12", never_synced=False),
+    ]
+    ordered = in_key_order(accounts, scrape_day=TODAY, full=full)
+    plans = plan_jobs(
+        accounts, trigger="schedule", scrape_day=TODAY, windows=WINDOWS, now=NOW, full=full
+    )
+    assert [a.account_id for a in ordered] == [p.account_id for p in plans]
+    assert [a.account_id for a in ordered] != sorted(a.account_id for a in accounts)
+    # Planned chunk by chunk in that order, the plans are the same, in the same order.
+    chunks = [ordered[:2], ordered[2:]]
+    by_chunk = [
+        p
+        for chunk in chunks
+        for p in plan_jobs(
+            chunk, trigger="schedule", scrape_day=TODAY, windows=WINDOWS, now=NOW, full=full
+        )
+    ]
+    assert [p.dedup_key for p in by_chunk] == [p.dedup_key for p in plans]

@@ -277,6 +277,21 @@ def plan_jobs(
     return plans
 
 
+def in_key_order(
+    accounts: Iterable[Account], *, scrape_day: dt.date, full: bool = False
+) -> list[Account]:
+    """``accounts`` in the order of their jobs' dedup keys: the order :func:`plan_jobs`
+    gives, known before planning, so that a fan-out can plan chunk by chunk."""
+    return sorted(
+        accounts,
+        key=lambda a: dedup_key(
+            a.account_id,
+            scrape_day,
+            sync_kind(full_requested=full, never_synced=a.never_synced),
+        ),
+    )
+
+
 def plan_from_existing(
     job: ExistingJob, account_id: str, credentials: EncryptedCredentials
 ) -> JobPlan:
