@@ -146,20 +146,27 @@ def test_incremental_window_has_the_expected_plan_and_row_counts() -> None:
     assert len(tables["list_of_metrics"]) == 7
 
 
+def batches_of(
+    listing: Listing, tables: dict[TableName, list[Row]], max_bytes: int
+) -> list[RowBatch]:
+    """One listing's tables cut into RowBatches, as the fetcher does for ACCOUNT."""
+    return pipeline.row_batches(
+        job_id=JOB,
+        account_id=ACCOUNT.account_id,
+        listing_id=listing.listing_id,
+        scrape_day=TODAY,
+        tables=tables,
+        max_bytes=max_bytes,
+    )
+
+
 def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
     listing = listing_of(ACCOUNT, 2)
     _, tables = listing_tables(listing, sync_window(TODAY, first_run=True))
     limit = 6 * 1024
 
     def cut() -> list[RowBatch]:
-        return pipeline.row_batches(
-            job_id=JOB,
-            account_id=ACCOUNT.account_id,
-            listing_id=listing.listing_id,
-            scrape_day=TODAY,
-            tables=tables,
-            max_bytes=limit,
-        )
+        return batches_of(listing, tables, limit)
 
     batches = cut()
     assert cut() == batches  # the same rows always give the same chunks (and msg ids)
@@ -181,14 +188,7 @@ def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
             grown = first.model_copy(update={"rows": [*first.rows, second.rows[0]]})
             assert len(encode(grown)) > limit
 
-    one_each = pipeline.row_batches(
-        job_id=JOB,
-        account_id=ACCOUNT.account_id,
-        listing_id=listing.listing_id,
-        scrape_day=TODAY,
-        tables=tables,
-        max_bytes=512 * 1024,
-    )
+    one_each = batches_of(listing, tables, 512 * 1024)
     assert [(b.table, b.chunk_no) for b in one_each] == [(t, 0) for t in TABLE_NAMES]
 
     result = pipeline.published_result(
@@ -205,14 +205,7 @@ def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
 def test_rows_travel_as_json_types() -> None:
     listing = listing_of(ACCOUNT, 0)
     _, tables = listing_tables(listing, sync_window(TODAY, first_run=False))
-    batches = pipeline.row_batches(
-        job_id=JOB,
-        account_id=ACCOUNT.account_id,
-        listing_id=listing.listing_id,
-        scrape_day=TODAY,
-        tables=tables,
-        max_bytes=512 * 1024,
-    )
+    batches = batches_of(listing, tables, 512 * 1024)
     summary = next(b for b in batches if b.table == "chart_summary")
     wire = orjson.loads(pipeline.encode_batch(summary))["rows"][0]
     assert wire["window_start"] == "2025-06-29"
