@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from services.simulator.responses import envelope
 from shared.airbnb.flatteners import flatten_chart_points, flatten_metric_units
 from shared.airbnb.pivots import (
     pivot_chart_query,
@@ -65,20 +66,7 @@ def _unit(metric: str, value: float | int, change: float | None) -> dict[str, An
 
 
 def _envelope(component: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {
-            "data": {
-                "porygon": {
-                    "__typename": "porygonQuery",
-                    "getPerformanceComponents": {
-                        "__typename": "porygonGetPerformanceComponentsResponse",
-                        "components": [component],
-                    },
-                }
-            },
-            "extensions": {"traceId": "synthetic"},
-        }
-    )
+    return orjson.dumps(envelope(component, "synthetic"))
 
 
 def _synthetic_chart(metric: str, secondary: tuple[str, ...], counts: bool) -> bytes:
