@@ -92,6 +92,9 @@ class EncryptedCredentials(Message):
     cookie_token: str
     x_client_version: str
     user_agent: str
+    # accounts.credentials_version this token was read at: a rotation the fetcher saves
+    # back names it, so credentials the operator gave in between win (the writer checks).
+    version: int = Field(default=1, ge=1)
 
 
 class SyncRequest(Message):
@@ -152,6 +155,22 @@ class JobEvent(Message):
     listing_ids: list[str] = Field(default_factory=list)
     reason: str | None = None
     at: dt.datetime
+
+
+class CredentialsRotated(Message):
+    """airbnb.sync.credentials: the auth cookies a sync ended with, when Airbnb rotated them.
+
+    ``cookie_token`` is the auth-group Cookie string as a Fernet token. The writer stores
+    it only while the account still has ``from_version`` (docs/sessions.md).
+    """
+
+    job_id: uuid.UUID
+    account_id: str
+    from_version: int = Field(ge=1)
+    cookie_token: str
+    # which auth cookies changed (names only, never values), for logs and the audit
+    changed: list[str] = Field(default_factory=list)
+    rotated_at: dt.datetime
 
 
 # --- anyone -> dead letters ---------------------------------------------------------------

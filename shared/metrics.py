@@ -70,3 +70,15 @@ SYNC_REQUESTS_EMITTED = Counter(
     "Sync requests the scheduler published, by trigger.",
     ["trigger"],
 )
+
+CREDENTIAL_ROTATIONS = Counter(
+    "sync_airbnb_credential_rotations_total",
+    "Rotated Airbnb auth cookies the writer handled, by outcome: applied, or dropped "
+    "(the account's credentials changed since the sync started).",
+    ["outcome"],
+)
+AIRBNB_PREFLIGHTS = Counter(
+    "sync_airbnb_airbnb_preflights_total",
+    "Dashboard page loads before a sync, by outcome (live, login_redirect, error).",
+    ["outcome"],
+)

@@ -37,6 +37,7 @@ SYNC_REQUESTED = "airbnb.sync.requested"
 SYNC_ROWS = "airbnb.sync.rows.*"
 SYNC_PROGRESS = "airbnb.sync.progress"
 SYNC_EVENTS = "airbnb.sync.events"
+SYNC_CREDENTIALS = "airbnb.sync.credentials"  # rotated auth cookies, fetcher -> writer
 JOB_UPDATES = "airbnb.jobs.*"  # core pub/sub: job state changes, for `sync --wait` and demo
 DEAD_LETTERS = "airbnb.deadletter.*"
 
@@ -80,6 +81,12 @@ def listing_result_msg_id(job_id: object, listing_id: str) -> str:
     return f"listing:{job_id}:{listing_id}"
 
 
+def credentials_rotated_msg_id(job_id: object, from_version: int) -> str:
+    # One rotation per job and starting version: a redelivered sync that rotates again
+    # is dropped by JetStream, and the writer's version check covers what is older.
+    return f"credentials:{job_id}:{from_version}"
+
+
 def job_event_msg_id(job_id: object, event: str) -> str:
     # One id per job and event: a redelivered sync announcing "started" again is dropped.
     return f"job:{job_id}:{event}"
@@ -107,7 +114,7 @@ SYNC_REQUESTS_STREAM = StreamConfig(
 )
 SYNC_RESULTS_STREAM = StreamConfig(
     name="AIRBNB_SYNC_RESULTS",
-    subjects=[SYNC_ROWS, SYNC_PROGRESS, SYNC_EVENTS],
+    subjects=[SYNC_ROWS, SYNC_PROGRESS, SYNC_EVENTS, SYNC_CREDENTIALS],
     retention=RetentionPolicy.LIMITS,
     storage=StorageType.FILE,
     # Kept after the writer acks, so a stream can be replayed (a repair, or a test).

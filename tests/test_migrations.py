@@ -52,6 +52,7 @@ async def test_migrations_apply_twice_with_tables_keys_and_column_rule(empty_dat
         "0001_schema",
         "0002_timescaledb",
         "0003_drop_export_indexes",
+        "0004_credentials_version",
     ]
     assert apply_migrations(empty_database) == []  # the second run finds nothing to do
 
@@ -150,6 +151,7 @@ async def test_three_concurrent_migrate_processes_end_with_one_schema(
             "0001_schema",
             "0002_timescaledb",
             "0003_drop_export_indexes",
+            "0004_credentials_version",
         ]
         schemas = await conn.fetchval(
             "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", SCHEMA
