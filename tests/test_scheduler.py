@@ -245,6 +245,7 @@ async def test_manual_trigger_queues_one_job_and_publishes_its_request(
     assert req.credentials.cookie_token == token
     assert cipher.decrypt(req.credentials.cookie_token) == f"session-cookie-of-{new}"
     assert req.credentials.x_client_version == "client-v1"
+    assert req.credentials.version == 1  # a new account's credentials_version
 
     # A double trigger, sequential or at once, is the same job and the same message.
     again = await trigger(nc, new)
@@ -427,6 +428,10 @@ async def test_start_up_backfills_new_accounts_and_republishes_queued_jobs(
         TODAY,
         *INCREMENTAL_WINDOW,
     )
+    # Credentials replaced twice since: the re-published request carries the version now.
+    await sdb.execute(
+        "UPDATE airbnb.accounts SET credentials_version = 3 WHERE account_id = $1", orphan_account
+    )
     proc = start_scheduler()
 
     (row,) = await jobs_of(sdb, never_synced)
@@ -434,6 +439,7 @@ async def test_start_up_backfills_new_accounts_and_republishes_queued_jobs(
     assert await jobs_of(sdb, marked) == []
     found = dict(await requests_for(js, {orphan_account, never_synced}))
     assert found[topology.sync_request_msg_id(orphan_key)].job_id == orphan_id
+    assert found[topology.sync_request_msg_id(orphan_key)].credentials.version == 3
     assert found[topology.sync_request_msg_id(row["dedup_key"])].job_id == row["job_id"]
     assert proc.terminate(timeout=10) == 0
 

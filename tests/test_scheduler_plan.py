@@ -242,9 +242,15 @@ def test_a_republished_job_is_the_same_message() -> None:
     ],
 )
 def test_the_fast_request_encoding_is_the_models(now: dt.datetime) -> None:
-    accounts = [account("42"), account("43", user_agent='Mozilla/5.0 "quoted" \\ ü')]
-    for plan in plan_jobs(accounts, trigger="schedule", scrape_day=TODAY, windows=WINDOWS, now=now):
+    accounts = [
+        account("42"),
+        account("43", user_agent='Mozilla/5.0 "quoted" \\ ü', credentials_version=7),
+    ]
+    plans = plan_jobs(accounts, trigger="schedule", scrape_day=TODAY, windows=WINDOWS, now=now)
+    for plan in plans:
         assert encode_sync_request(plan) == encode(sync_request(plan))
+    # the account's credentials_version rides in the request (the fetcher's rotation names it)
+    assert {p.account_id: p.credentials.version for p in plans} == {"42": 1, "43": 7}
 
 
 def test_the_fast_request_encoding_takes_a_uuid_subclass() -> None:

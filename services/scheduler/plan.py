@@ -57,6 +57,9 @@ class Account:
     deleted: bool = False
     credentials_invalid: bool = False
     never_synced: bool = True
+    # accounts.credentials_version the token was read at; the request carries it so that
+    # a rotation the fetcher saves back applies only while it is still current.
+    credentials_version: int = 1
 
     @property
     def credentials(self) -> EncryptedCredentials:
@@ -64,6 +67,7 @@ class Account:
             cookie_token=self.cookie_token,
             x_client_version=self.x_client_version,
             user_agent=self.user_agent,
+            version=self.credentials_version,
         )
 
 
@@ -355,6 +359,7 @@ def encode_sync_request(plan: JobPlan) -> bytes:
                 "cookie_token": c.cookie_token,
                 "x_client_version": c.x_client_version,
                 "user_agent": c.user_agent,
+                "version": c.version,
             },
             "requested_at": _json_datetime(plan.requested_at),
         }

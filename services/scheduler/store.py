@@ -19,7 +19,8 @@ from shared.messages import EncryptedCredentials
 SCHEDULABLE = "a.is_active AND a.deleted_at IS NULL AND a.credentials_invalid_at IS NULL"
 
 _ACCOUNT_COLUMNS = """
-    a.account_id, a.credentials_encrypted, a.x_client_version, a.user_agent, a.is_active,
+    a.account_id, a.credentials_encrypted, a.credentials_version, a.x_client_version,
+    a.user_agent, a.is_active,
     a.deleted_at IS NOT NULL AS deleted,
     a.credentials_invalid_at IS NOT NULL AS credentials_invalid,
     a.last_sync_at IS NULL AS never_synced
@@ -41,6 +42,7 @@ def _account(row: asyncpg.Record) -> Account:
         deleted=row["deleted"],
         credentials_invalid=row["credentials_invalid"],
         never_synced=row["never_synced"],
+        credentials_version=row["credentials_version"],
     )
 
 
@@ -63,6 +65,7 @@ def _job_plan(row: asyncpg.Record) -> JobPlan:
         cookie_token=row["credentials_encrypted"],
         x_client_version=row["x_client_version"],
         user_agent=row["user_agent"],
+        version=row["credentials_version"],
     )
     return plan_from_existing(_job(row), row["account_id"], creds)
 
@@ -158,8 +161,8 @@ async def queued_jobs_by_key(conn: asyncpg.Connection, keys: Sequence[str]) -> l
         return []
     rows = await conn.fetch(
         f"""
-        SELECT {_JOB_COLUMNS}, a.account_id, a.credentials_encrypted, a.x_client_version,
-               a.user_agent
+        SELECT {_JOB_COLUMNS}, a.account_id, a.credentials_encrypted, a.credentials_version,
+               a.x_client_version, a.user_agent
         FROM airbnb.sync_jobs j JOIN airbnb.accounts a USING (account_id)
         WHERE j.dedup_key = ANY($1::text[]) AND j.status = 'queued'
         ORDER BY j.dedup_key
@@ -173,8 +176,8 @@ async def queued_jobs(conn: asyncpg.Connection) -> list[JobPlan]:
     """Every job still queued whose account may still be synced: re-published at start."""
     rows = await conn.fetch(
         f"""
-        SELECT {_JOB_COLUMNS}, a.account_id, a.credentials_encrypted, a.x_client_version,
-               a.user_agent
+        SELECT {_JOB_COLUMNS}, a.account_id, a.credentials_encrypted, a.credentials_version,
+               a.x_client_version, a.user_agent
         FROM airbnb.sync_jobs j JOIN airbnb.accounts a USING (account_id)
         WHERE j.status = 'queued' AND {SCHEDULABLE}
         ORDER BY j.dedup_key
