@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
@@ -121,6 +122,54 @@ def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
         detail = graphql_error_messages(payload) or "no data"
         return Verdict(Kind.UNEXPECTED, f"GraphQL error: {detail}")
     return Verdict(Kind.OK, "ok", payload)
+
+
+# Where Airbnb sends a browser whose session is dead.
+LOGIN_PATHS = ("/login", "/authenticate", "/signup_login")
+# Where a live session lands after /hosting/insights.
+LIVE_PREFIX = "/hosting/"
+MAX_PREFLIGHT_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightStep:
+    """What one answer of the preflight's page load means.
+
+    ``next_url`` set: a redirect to follow (kind OK). Otherwise kind OK means the
+    dashboard page loaded (a live session); AUTH a login redirect or login page.
+    """
+
+    kind: Kind
+    reason: str
+    next_url: str | None = None
+
+
+def _is_login_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in LOGIN_PATHS)
+
+
+def classify_preflight(url: str, status: int, location: str | None) -> PreflightStep:
+    """One hop of ``GET /hosting/insights``: follow, live, login (expired), or an error."""
+    if status in (401, 403):
+        return PreflightStep(Kind.AUTH, f"preflight http_{status}")
+    if status == 429:
+        return PreflightStep(Kind.RATE_LIMITED, "rate_limited")
+    if status >= 500:
+        return PreflightStep(Kind.TRANSIENT, "http_5xx")
+    if 300 <= status < 400:
+        if not location:
+            return PreflightStep(Kind.UNEXPECTED, f"preflight http_{status} without Location")
+        target = urljoin(url, location)
+        if _is_login_path(urlsplit(target).path):
+            return PreflightStep(Kind.AUTH, "login_redirect")
+        return PreflightStep(Kind.OK, "redirect", target)
+    path = urlsplit(url).path
+    # By path, not by words: the dashboard page itself links to log-in and log-out pages.
+    if _is_login_path(path):
+        return PreflightStep(Kind.AUTH, "login_page")
+    if 200 <= status < 300 and path.startswith(LIVE_PREFIX):
+        return PreflightStep(Kind.OK, "live")
+    return PreflightStep(Kind.UNEXPECTED, f"preflight http_{status} at {path[:80]}")
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rand: Callable[[], float]) -> float:
