@@ -45,6 +45,7 @@ from services.simulator import responses
 from services.simulator.data import World, build_world
 from services.simulator.faults import FaultConfig, FaultState
 from services.simulator.protocol import BadRequest, parse_request
+from services.simulator.sessions import SessionStore
 from shared.airbnb.operations import PERSISTED_QUERIES
 from shared.logs import setup_logging
 from shared.settings import BaseServiceSettings, die, load_settings
@@ -99,6 +100,7 @@ class RequestCounts:
 WORLD = web.AppKey("world", World)
 FAULTS = web.AppKey("faults", FaultState)
 COUNTS = web.AppKey("counts", RequestCounts)
+SESSIONS = web.AppKey("sessions", SessionStore)
 TODAY = web.AppKey("today", Callable[[], date])
 TRACE_RNG = web.AppKey("trace_rng", Callable[[int], bytes])
 TRACE_ID = web.RequestKey("trace_id", str)
@@ -189,11 +191,14 @@ async def graphql(request: web.Request) -> web.Response:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
+    today = request.app[TODAY]()
     return web.json_response(
         [
             {
                 "account_id": account.account_id,
-                "cookie": account.cookie,
+                "cookie": account.cookie_on(
+                    today, request.app[SESSIONS].get(account.account_id).generation
+                ),
                 "listings": [
                     {
                         "listing_id": listing.listing_id,
@@ -295,6 +300,7 @@ def create_app(
     app[WORLD] = world
     app[FAULTS] = FaultState(faults or FaultConfig(), default_seed=world.seed)
     app[COUNTS] = RequestCounts()
+    app[SESSIONS] = SessionStore()
     app[TODAY] = today or (lambda: datetime.now(UTC).date())
     app[TRACE_RNG] = random_bytes
     setup_routes(app)

@@ -37,9 +37,12 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import orjson
+
+from services.simulator import sessions
+from shared.airbnb.cookies import parse_cookie_header, user_id
 
 COUNT_METRICS: tuple[str, ...] = ("p3_impressions", "p2_impressions")
 RATE_METRICS: tuple[str, ...] = (
@@ -53,7 +56,6 @@ ALL_METRICS: tuple[str, ...] = COUNT_METRICS + RATE_METRICS
 # Verified on the captures: relativeDs -178 on 2025-07-11 is 2025-01-11.
 RELATIVE_DS_OFFSET = 3
 
-USER_ATTRIBUTES_COOKIE = "_user_attributes"
 SESSION_COOKIE = "_aat"
 
 # Monday..Sunday: guests browse most on Friday and Saturday.
@@ -97,6 +99,8 @@ class Account:
     account_id: str
     session_token: str
     listings: tuple[Listing, ...]
+    # The world's seed: the key of every token the simulator signs for this account.
+    seed: int = 0
 
     @property
     def user_attributes(self) -> str:
@@ -104,15 +108,35 @@ class Account:
         attrs = {"curr": "USD", "guest_exchange": 1.0, "id_str": self.account_id}
         return quote(orjson.dumps(attrs).decode(), safe="")
 
+    def browser_cookies(self, today: date, generation: int = 0, counter: int = 0) -> dict[str, str]:
+        """Every cookie (auth, bot manager, analytics) of a browser logged in as this host.
+
+        ``generation`` is the login (a new login, a new ``_airbed_session_id``);
+        ``_aaj`` and ``bm_sv`` are signed as issued on ``today``.
+        """
+        return sessions.browser_cookies(
+            sessions.session_key(self.seed),
+            self.account_id,
+            self.session_token,
+            self.user_attributes,
+            generation,
+            today,
+            counter,
+        )
+
+    def cookie_on(self, today: date, generation: int = 0) -> str:
+        """The ``Cookie`` header of that browser on ``today``: what ``/_sim/accounts`` gives."""
+        return sessions.format_cookie_header(self.browser_cookies(today, generation))
+
     @property
     def cookie(self) -> str:
-        """The full ``Cookie`` header a logged-in browser would send."""
-        return (
-            f"bev=1700000000_{self.session_token[:16]}; "
-            f"{SESSION_COOKIE}={self.session_token}; "
-            f"{USER_ATTRIBUTES_COOKIE}={self.user_attributes}; "
-            "_csrf_token=V4%24.airbnb.com%24sim"
-        )
+        """The first login's browser cookie, its tokens issued on a fixed day (2023-01-01).
+
+        Enough where the session lifecycle is off; with it on, the tokens are long
+        stale, and a live cookie is :meth:`cookie_on` the simulator's today (which
+        ``GET /_sim/accounts`` returns, for the current login).
+        """
+        return self.cookie_on(_LISTING_EPOCH)
 
     @property
     def listing_ids(self) -> tuple[str, ...]:
@@ -133,31 +157,15 @@ class World:
 
     def account_for_cookie(self, cookie_header: str | None) -> Account | None:
         """The account whose session this Cookie header carries, or None (an unknown session)."""
-        if not cookie_header:
-            return None
-        cookies = parse_cookie_header(cookie_header)
-        attrs = cookies.get(USER_ATTRIBUTES_COOKIE)
-        if attrs is None:
-            return None
-        try:
-            account_id = orjson.loads(unquote(attrs)).get("id_str")
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        account = self._by_account_id.get(str(account_id))
+        return self.account_for_cookies(parse_cookie_header(cookie_header or ""))
+
+    def account_for_cookies(self, cookies: Mapping[str, str]) -> Account | None:
+        """The account named by ``_user_attributes`` whose ``_aat`` matches, or None."""
+        owner = user_id(cookies)
+        account = self._by_account_id.get(owner) if owner is not None else None
         if account is None or cookies.get(SESSION_COOKIE) != account.session_token:
             return None
         return account
-
-
-def parse_cookie_header(header: str) -> dict[str, str]:
-    # Not http.cookies.SimpleCookie: it drops the whole header on one odd character,
-    # and browsers send characters it dislikes.
-    cookies: dict[str, str] = {}
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name:
-            cookies[name] = value
-    return cookies
 
 
 def build_world(n_accounts: int, n_listings: int, seed: int) -> World:
@@ -173,7 +181,7 @@ def build_world(n_accounts: int, n_listings: int, seed: int) -> World:
             _new_listing(rng, _unique(lambda: str(rng.randrange(10**17, 10**19)), listing_ids))
             for _ in range(n_listings)
         )
-        accounts.append(Account(account_id, token, listings))
+        accounts.append(Account(account_id, token, listings, seed))
     return World(seed, tuple(accounts))
 
 
