@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    FilePath,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXIT_CONFIG = 2
@@ -120,6 +127,29 @@ class AirbnbSettings(BaseServiceSettings):
         default=30.0, gt=0, validation_alias="AIRBNB_REQUEST_TIMEOUT_S"
     )
     airbnb_max_attempts: int = Field(default=5, ge=1, validation_alias="AIRBNB_MAX_ATTEMPTS")
+    # The public key Airbnb's web app embeds in every page (not a secret); a setting so a
+    # new web-app key needs no release.
+    airbnb_api_key: str = Field(
+        default="d306zoyjsyarp7ifhu67rjxn52tv0t20",
+        min_length=8,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        validation_alias="AIRBNB_API_KEY",
+    )
+    # A PEM file of certificate authorities to trust for AIRBNB_BASE_URL instead of the
+    # system's (the simulator's throwaway certificate, a corporate proxy's CA).
+    airbnb_ca_file: FilePath | None = Field(default=None, validation_alias="AIRBNB_CA_FILE")
+    airbnb_accept_language: str = Field(
+        default="en-US,en;q=0.9",
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+        validation_alias="AIRBNB_ACCEPT_LANGUAGE",
+    )
+    # browser: the preflight, a cookie jar that follows Set-Cookie, rotations saved back
+    # (docs/sessions.md). replay: the stored cookie sent verbatim, nothing saved: only
+    # for tests that show how that loses a session within a day or two.
+    airbnb_session_mode: Literal["browser", "replay"] = Field(
+        default="browser", validation_alias="AIRBNB_SESSION_MODE"
+    )
 
     @field_validator("airbnb_base_url")
     @classmethod

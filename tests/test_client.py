@@ -28,7 +28,9 @@ from services.simulator.data import (
     expected_value_change,
 )
 from services.simulator.faults import AuthForm
-from shared.airbnb.client import DEFAULT_API_KEY, AirbnbClient
+from shared.airbnb import browser
+from shared.airbnb.client import DEFAULT_API_KEY, AirbnbClient, cookie_domain
+from shared.airbnb.cookies import parse_cookie_header
 from shared.airbnb.errors import (
     AuthError,
     RateLimitedError,
@@ -41,8 +43,15 @@ from shared.airbnb.payloads import chart_payload, list_of_metrics_payload, listi
 from shared.airbnb.windows import DateRange
 from tests.infra import ServiceLauncher, free_port
 
-COOKIE = "_aat=SECRET-SESSION-TOKEN-4242; _user_attributes=%7B%22id_str%22%3A%2242%22%7D"
+COOKIE = (
+    "_airbed_session_id=sess42; _aat=SECRET-SESSION-TOKEN-4242; _aaj=aaj-1;"
+    " _user_attributes=%7B%22id_str%22%3A%2242%22%7D; bm_sv=STALE-BM; _ga=GA1.1"
+)
 SECRET = "SECRET-SESSION-TOKEN-4242"
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/146.0.0.0 Safari/537.36"
+)
 NOW = datetime(2025, 7, 11, 12, 0, tzinfo=UTC)
 
 
@@ -198,6 +207,33 @@ class Scripted:
         return await self.steps[min(len(self.seen), len(self.steps)) - 1](request)
 
 
+def page(status: int, location: str | None = None, cookies: dict[str, str] | None = None) -> Step:
+    """A page-load answer: a redirect (with Location) or an HTML page, setting cookies."""
+
+    async def step(request: web.Request) -> web.StreamResponse:
+        response = web.Response(
+            status=status,
+            text="<html><body>dashboard</body></html>",
+            content_type="text/html",
+            headers={"Location": location} if location else {},
+        )
+        for name, value in (cookies or {}).items():
+            response.set_cookie(name, value, path="/", httponly=True)
+        return response
+
+    return step
+
+
+def with_cookies(step: Step, cookies: dict[str, str]) -> Step:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        response = await step(request)
+        for name, value in cookies.items():
+            response.set_cookie(name, value, path="/")
+        return response
+
+    return wrapped
+
+
 @pytest.fixture
 async def scripted() -> AsyncIterator[Callable[[list[Step]], Awaitable[tuple[Scripted, str]]]]:
     servers: list[TestServer] = []
@@ -206,6 +242,7 @@ async def scripted() -> AsyncIterator[Callable[[list[Step]], Awaitable[tuple[Scr
         script = Scripted(steps)
         app = web.Application()
         app.router.add_post("/api/v3/{operation}/{sha256_hash}", script.handle)
+        app.router.add_get("/{path:.*}", script.handle)
         server = TestServer(app)
         await server.start_server()
         servers.append(server)
@@ -236,7 +273,7 @@ def make_client(base_url: str, fake: FakeTime | None = None, **overrides: Any) -
     options: dict[str, Any] = {
         "cookie": COOKIE,
         "x_client_version": "abc123",
-        "user_agent": "Mozilla/5.0 (test)",
+        "user_agent": CHROME_UA,
         "base_url": base_url,
         "min_interval_s": 0,
         "max_attempts": 4,
@@ -262,8 +299,15 @@ async def test_sends_the_dashboard_headers_and_the_body(scripted: Any) -> None:
     assert request.path == LISTINGS_SECTION.path
     assert request.query["operationName"] == "ListingsSectionQuery"
     headers = request.headers
-    assert headers["Cookie"] == COOKIE
-    assert headers["User-Agent"] == "Mozilla/5.0 (test)"
+    # The jar sends the stored auth cookies only: the stale bot-manager and analytics
+    # cookies of a pasted browser cookie never reach Airbnb.
+    assert parse_cookie_header(headers["Cookie"]) == {
+        "_airbed_session_id": "sess42",
+        "_aat": SECRET,
+        "_aaj": "aaj-1",
+        "_user_attributes": "%7B%22id_str%22%3A%2242%22%7D",
+    }
+    assert headers["User-Agent"] == CHROME_UA
     assert headers["X-Client-Version"] == "abc123"
     assert headers["X-Airbnb-API-Key"] == DEFAULT_API_KEY
     assert headers["X-Airbnb-GraphQL-Platform"] == "web"
@@ -271,9 +315,140 @@ async def test_sends_the_dashboard_headers_and_the_body(scripted: Any) -> None:
     assert headers["X-CSRF-Without-Token"] == "1"
     assert headers["Content-Type"] == "application/json"
     assert headers["Origin"] == base
-    assert headers["Referer"].startswith(base)
-    assert headers["X-Request-Id"]
+    assert headers["Referer"].startswith(f"{base}/hosting/")
+    assert headers["Sec-Fetch-Mode"] == "cors"
+    assert headers["Sec-Fetch-Site"] == "same-origin"
+    assert headers["Sec-Fetch-Dest"] == "empty"
+    assert headers["Accept-Language"]
+    assert headers["X-Airbnb-Supports-Airlock-V2"] == "true"
+    assert headers["X-Niobe-Short-Circuited"] == "true"
+    assert headers["X-Airbnb-Client-Trace-Id"] == client.trace_id
+    assert headers["X-Client-Request-Id"]
+    assert (
+        headers["Sec-CH-UA"] == '"Chromium";v="146", "Google Chrome";v="146", "Not.A/Brand";v="99"'
+    )
+    assert headers["Sec-CH-UA-Platform"] == '"Windows"'
+    assert "Upgrade-Insecure-Requests" not in headers  # a page load's, not a fetch's
     assert json.loads(script.bodies[0]) == body
+
+
+async def test_trace_id_is_one_per_sync_and_request_id_one_per_request(scripted: Any) -> None:
+    script, base = await scripted([answer(503), answer(200)])
+    async with make_client(base) as client:
+        await client.post(LISTINGS_SECTION, {})
+        await client.post(CHART, {})
+    async with make_client(base) as other:
+        await other.post(CHART, {})
+    traces = [r.headers["X-Airbnb-Client-Trace-Id"] for r in script.seen]
+    requests = [r.headers["X-Client-Request-Id"] for r in script.seen]
+    assert traces[0] == traces[1] == traces[2] != traces[3]
+    assert len(set(requests)) == 4  # the retry of the 503 too
+
+
+async def test_preflight_follows_the_redirect_and_the_jar_takes_every_set_cookie(
+    scripted: Any,
+) -> None:
+    script, base = await scripted(
+        [
+            page(302, "/hosting/performance/conversion", {"_aaj": "aaj-2", "bm_sv": "fresh"}),
+            page(200),
+            with_cookies(answer(200), {"_aaj": "aaj-3"}),
+            answer(200),
+        ]
+    )
+    async with make_client(base) as client:
+        landed = await client.preflight()
+        assert landed == f"{base}/hosting/performance/conversion"
+        await client.post(CHART, {})
+        await client.post(CHART, {})
+        assert client.auth_cookies()["_aaj"] == "aaj-3"
+        assert set(client.auth_cookies()) == {
+            "_airbed_session_id",
+            "_aat",
+            "_aaj",
+            "_user_attributes",
+        }
+
+    first, second, graphql, after = script.seen
+    assert (first.method, first.path) == ("GET", "/hosting/insights")
+    assert first.headers["Sec-Fetch-Mode"] == "navigate"
+    assert first.headers["Sec-Fetch-Dest"] == "document"
+    assert first.headers["Upgrade-Insecure-Requests"] == "1"
+    assert first.headers["Accept"].startswith("text/html")
+    assert "bm_sv" not in parse_cookie_header(first.headers["Cookie"])
+    assert second.path == "/hosting/performance/conversion"
+    sent = parse_cookie_header(graphql.headers["Cookie"])
+    assert (sent["_aaj"], sent["bm_sv"]) == ("aaj-2", "fresh")
+    assert graphql.headers["Referer"] == landed
+    assert parse_cookie_header(after.headers["Cookie"])["_aaj"] == "aaj-3"
+
+
+@pytest.mark.parametrize("location", ["/login?redirect_url=%2Fhosting%2Finsights", "/authenticate"])
+async def test_preflight_to_the_login_page_is_an_expired_session(
+    scripted: Any, location: str
+) -> None:
+    script, base = await scripted([page(302, location)])
+    failures_before = sample("sync_airbnb_airbnb_auth_failures_total")
+    async with make_client(base) as client:
+        with pytest.raises(AuthError, match="login_redirect"):
+            await client.preflight()
+    assert len(script.seen) == 1  # the login page itself is not loaded
+    assert sample("sync_airbnb_airbnb_auth_failures_total") - failures_before == 1
+
+
+async def test_preflight_retries_5xx_and_refuses_a_redirect_loop(scripted: Any) -> None:
+    script, base = await scripted([answer(503), page(302, "/hosting/insights")])
+    async with make_client(base) as client:
+        with pytest.raises(UnexpectedResponseError, match="redirects"):
+            await client.preflight()
+    assert len(script.seen) == 1 + 6
+
+
+async def test_replay_mode_sends_the_cookie_verbatim_and_ignores_set_cookie(
+    scripted: Any,
+) -> None:
+    script, base = await scripted([with_cookies(answer(200), {"_aaj": "aaj-9"})])
+    async with make_client(base, cookie_mode="replay") as client:
+        await client.post(CHART, {})
+        await client.post(CHART, {})
+        assert client.auth_cookies()["_aaj"] == "aaj-1"
+    assert [r.headers["Cookie"] for r in script.seen] == [COOKIE, COOKIE]
+
+
+def test_client_hints_agree_with_the_user_agent() -> None:
+    mac = (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
+        " Chrome/152.0.0.0 Safari/537.36"
+    )
+    hints = browser.client_hints(mac)
+    assert hints["Sec-CH-UA"].count('v="152"') == 2
+    assert hints["Sec-CH-UA-Platform"] == '"macOS"'
+    assert hints["Sec-CH-UA-Mobile"] == "?0"
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+    assert browser.client_hints(firefox) == {}
+    assert "Sec-CH-UA" not in browser.graphql_headers(
+        base_url="https://www.airbnb.com",
+        referer="https://www.airbnb.com/hosting/",
+        user_agent=firefox,
+        x_client_version="v",
+        api_key="k",
+        trace_id="t",
+    )
+
+
+def test_impersonation_target_follows_the_user_agent_chrome_version() -> None:
+    targets = ["chrome99", "chrome120", "chrome146", "chrome152", "safari17_0", "chrome131_android"]
+    assert browser.impersonate_target(CHROME_UA, targets) == "chrome146"
+    assert browser.impersonate_target(CHROME_UA.replace("146", "150"), targets) == "chrome146"
+    assert browser.impersonate_target(CHROME_UA.replace("146", "90"), targets) == "chrome"
+    assert browser.impersonate_target("pytest", targets) == "chrome"
+
+
+def test_auth_cookies_are_scoped_to_airbnb_s_domain() -> None:
+    assert cookie_domain("https://www.airbnb.com") == ".airbnb.com"
+    assert cookie_domain("https://www.airbnb.co.uk") == ".airbnb.co.uk"
+    assert cookie_domain("http://127.0.0.1:8080") == "127.0.0.1"
+    assert cookie_domain("http://sim.internal:8080") == "sim.internal"
 
 
 async def test_paces_requests_of_one_client(scripted: Any) -> None:

@@ -12,8 +12,15 @@ request message:
 * any other exception: a transient failure of the whole sync (ListingsSectionQuery
   keeps failing, NATS away, the token does not decrypt here); nak with backoff.
 
+Every sync starts with the client's preflight (a page load of the dashboard, which
+keeps the host's session alive the way a browser does; docs/sessions.md). A login
+redirect there is an expired session, handled like any other: no GraphQL request
+is sent. When the sync ends, in success or failure, and the auth cookies in the
+client's jar differ from the stored ones (Airbnb rotated them), they are published
+Fernet-encrypted as ``CredentialsRotated`` for the writer to save.
+
 The cookie lives in this function's memory only: it goes into the client's
-headers and nowhere else, and no error text built here contains it.
+cookie jar and nowhere else, and no error text built here contains it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from nats.js.kv import KeyValue
 from services.fetcher import pipeline
 from services.fetcher.settings import FetcherSettings
 from shared import topology
+from shared.airbnb import cookies
 from shared.airbnb.client import AirbnbClient
 from shared.airbnb.errors import AirbnbError, AuthError
 from shared.airbnb.flatteners import Listing, flatten_listings
@@ -39,7 +47,14 @@ from shared.airbnb.payloads import listings_section_payload, plan_listing_reques
 from shared.airbnb.pivots import Row
 from shared.airbnb.windows import DateRange, check_servable
 from shared.crypto import CredentialCipher
-from shared.messages import JobEvent, ListingResult, RowBatch, SyncRequest, encode
+from shared.messages import (
+    CredentialsRotated,
+    JobEvent,
+    ListingResult,
+    RowBatch,
+    SyncRequest,
+    encode,
+)
 from shared.metric_tables import TableName
 from shared.metrics import EXTRA_METRICS, LISTINGS_FETCHED, ROWS_PUBLISHED
 
@@ -117,18 +132,32 @@ def new_client(deps: SyncDeps, req: SyncRequest, cookie: str) -> AirbnbClient:
         max_attempts=s.airbnb_max_attempts,
         timeout_s=s.airbnb_request_timeout_s,
         account_id=req.account_id,
+        api_key=s.airbnb_api_key,
+        ca_file=str(s.airbnb_ca_file) if s.airbnb_ca_file else None,
+        accept_language=s.airbnb_accept_language,
+        cookie_mode="replay" if s.airbnb_session_mode == "replay" else "jar",
     )
 
 
 async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     window = request_window(req)
-    cookie = deps.cipher.decrypt(req.credentials.cookie_token)
-    async with new_client(deps, req, cookie) as client:
-        del cookie  # the client holds it now; nothing else needs it
+    stored = cookies.auth_only(
+        cookies.parse_cookie_header(deps.cipher.decrypt(req.credentials.cookie_token))
+    )
+    async with new_client(deps, req, cookies.format_cookie_header(stored)) as client:
         try:
-            listings = await job_listings(deps, client, req)
-            for listing in listings:
-                await sync_listing(deps, client, req, window, listing)
+            try:
+                if client.cookie_mode == "jar":
+                    await client.preflight()
+                listings = await job_listings(deps, client, req)
+                for listing in listings:
+                    await sync_listing(deps, client, req, window, listing)
+            finally:
+                # Success or failure alike: Airbnb may have rotated _aaj already, and the
+                # old one stops working within a day or two. Not on cancellation (a stop):
+                # the stored cookies are still valid for the redelivery.
+                if not _cancelling():
+                    await save_rotated_cookies(deps, req, stored, client.auth_cookies())
         except AuthError as exc:
             log.warning("Airbnb rejected the account's session; sync stopped: %s", exc)
             await publish_job_event(
@@ -144,6 +173,43 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
             return "auth_failed"
     log.info("sync finished: %d listings", len(listings), extra={"listings": len(listings)})
     return "completed"
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def rotated_names(stored: dict[str, str], current: dict[str, str]) -> list[str]:
+    """The auth cookies whose value Airbnb changed, added or removed (names only)."""
+    return [n for n in cookies.AUTH_COOKIES if stored.get(n) != current.get(n)]
+
+
+async def save_rotated_cookies(
+    deps: SyncDeps, req: SyncRequest, stored: dict[str, str], current: dict[str, str]
+) -> None:
+    """Publish the jar's auth cookies when they differ from the stored ones."""
+    changed = rotated_names(stored, current)
+    if not changed or not current:
+        return
+    message = CredentialsRotated(
+        job_id=req.job_id,
+        account_id=req.account_id,
+        from_version=req.credentials.version,
+        cookie_token=deps.cipher.encrypt(cookies.format_cookie_header(current)),
+        changed=changed,
+        rotated_at=now(),
+    )
+    await publish(
+        deps.js,
+        topology.SYNC_CREDENTIALS,
+        encode(message),
+        topology.credentials_rotated_msg_id(req.job_id, req.credentials.version),
+    )
+    log.info(
+        "Airbnb rotated the session's cookies; saved for the account",
+        extra={"cookies": changed, "from_version": req.credentials.version},
+    )
 
 
 async def job_listings(deps: SyncDeps, client: AirbnbClient, req: SyncRequest) -> list[Listing]:
