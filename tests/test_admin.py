@@ -29,15 +29,26 @@ from services.admin.models import AccountCreate, AccountPatch, ErrorBody
 from services.admin.routes import api_operations
 from services.admin.settings import AdminSettings
 from services.admin.state import ACCOUNTS
+from shared.airbnb.cookies import parse_cookie_header
 from shared.crypto import CredentialCipher
 from shared.messages import AccountEvent, SyncTriggerReply, SyncTriggerRequest, decode, encode
 from shared.metric_tables import METRIC_TABLES
 from shared.runtime import NATS
 from shared.topology import ACCOUNT_EVENTS, SYNC_TRIGGER
+from tests.cookies import (
+    ANALYTICS,
+    BOT_MANAGER,
+    as_objects,
+    auth_cookie,
+    auth_cookies,
+    browser_cookie,
+    header,
+)
 
 KEY = {"X-API-Key": "test-key-1"}
 KEY2 = {"X-API-Key": "test-key-2"}
-COOKIE = "bev=1700000000_abc; _user_attributes=%7B%22id%22%3A1%7D; _aat=secret-session"
+# Every cookie of auth_cookie() holds it: no response, log or error may.
+SECRET = "secret-session"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
@@ -49,7 +60,7 @@ def new_account_id() -> str:
 def account_body(account_id: str, **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "account_id": account_id,
-        "airbnb_cookie": COOKIE,
+        "airbnb_cookie": auth_cookie(account_id),
         "x_client_version": "c8a5b1f0",
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
     }
@@ -147,7 +158,7 @@ async def error_of(resp: Any, status: int) -> ErrorBody:
     text = await resp.text()
     assert resp.status == status, text
     assert resp.content_type == "application/json"
-    assert "Traceback" not in text and COOKIE not in text
+    assert "Traceback" not in text and SECRET not in text
     return ErrorBody.model_validate_json(text)
 
 
@@ -264,15 +275,15 @@ async def test_create_update_and_credentials_encrypted(
         assert resp.status == 201, text
         assert resp.headers["Location"] == f"/api/v1/accounts/{aid}"
         body = json.loads(text)
-        assert "airbnb_cookie" not in body and COOKIE not in text and "_aat" not in text
+        assert "airbnb_cookie" not in body and SECRET not in text and "_aat" not in text
         assert body["account_id"] == aid and body["customer_id"] == "cust-1"
         assert body["is_active"] is True and body["needs_credentials"] is False
         assert body["deleted_at"] is None and body["last_sync_at"] is None
 
         row = await db.fetchrow("SELECT * FROM airbnb.accounts WHERE account_id = $1", aid)
-        assert COOKIE not in str(dict(row))
+        assert SECRET not in str(dict(row))
         cipher = CredentialCipher(secret_keys.split(","))
-        assert cipher.decrypt(row["credentials_encrypted"]) == COOKIE
+        assert cipher.decrypt(row["credentials_encrypted"]) == auth_cookie(aid)
 
         # the same id again: an update (200), a new user agent, is_active off
         again = await client.post(
@@ -389,7 +400,7 @@ async def test_patch_account(client: TestClient, db: asyncpg.Connection, nc: Nat
     url = f"/api/v1/accounts/{aid}"
     async with EventTap(nc) as tap:
         # the same cookie again changes nothing: the mark stays, no event
-        same = await client.patch(url, json={"airbnb_cookie": COOKIE}, headers=KEY)
+        same = await client.patch(url, json={"airbnb_cookie": auth_cookie(aid)}, headers=KEY)
         assert (await same.json())["needs_credentials"] is True
         # other fields leave the mark alone
         resp = await client.patch(
@@ -399,7 +410,7 @@ async def test_patch_account(client: TestClient, db: asyncpg.Connection, nc: Nat
         assert resp.status == 200 and body["user_agent"] == "UA/3"
         assert body["customer_id"] is None and body["needs_credentials"] is True
         # a new cookie clears it
-        new_cookie = COOKIE.replace("secret-session", "fresh-session")
+        new_cookie = auth_cookie(aid, "fresh-session")
         resp = await client.patch(url, json={"airbnb_cookie": new_cookie}, headers=KEY)
         body = await resp.json()
         assert resp.status == 200 and "fresh-session" not in await resp.text()
@@ -498,7 +509,175 @@ async def test_service_object_is_callable_without_http(
     patched = await accounts.patch(aid, AccountPatch(is_active=False))
     assert patched.is_active is False
     assert "airbnb_cookie" not in repr(AccountCreate.model_validate(account_body(aid)))
-    assert COOKIE not in repr(AccountCreate.model_validate(account_body(aid)))
+    assert SECRET not in repr(AccountCreate.model_validate(account_body(aid)))
+    listed = AccountCreate.model_validate(
+        account_body(aid, airbnb_cookie=as_objects(auth_cookie(aid)))
+    )
+    assert SECRET not in repr(listed) and SECRET not in str(listed.model_dump())
+
+
+# --- cookie intake and the credentials version -------------------------------------------------
+
+
+async def stored_cookie(db: asyncpg.Connection, secret_keys: str, account_id: str) -> str:
+    token = await db.fetchval(
+        "SELECT credentials_encrypted FROM airbnb.accounts WHERE account_id = $1", account_id
+    )
+    return CredentialCipher(secret_keys.split(",")).decrypt(token)
+
+
+async def test_intake_stores_the_auth_group_only_in_either_form(
+    client: TestClient, db: asyncpg.Connection, secret_keys: str
+) -> None:
+    as_header, as_list = new_account_id(), new_account_id()
+    await create(client, as_header, airbnb_cookie=browser_cookie(as_header))
+    await create(client, as_list, airbnb_cookie=as_objects(browser_cookie(as_list)))
+    for aid in (as_header, as_list):
+        stored = await stored_cookie(db, secret_keys, aid)
+        assert stored == auth_cookie(aid)  # exactly the auth group, in Airbnb's order
+        assert set(parse_cookie_header(stored)) == {
+            "_airbed_session_id",
+            "_aaj",
+            "_aat",
+            "_user_attributes",
+            "bev",
+        }
+        for dropped in (*BOT_MANAGER, *ANALYTICS):
+            assert dropped not in stored
+    # The same cookies again, in the other form and with other groups around them, are no
+    # change: the normalised auth string is what is compared.
+    again = await client.post(
+        "/api/v1/accounts",
+        json=account_body(as_header, airbnb_cookie=as_objects(auth_cookie(as_header))),
+        headers=KEY,
+    )
+    assert again.status == 200 and (await again.json())["credentials_version"] == 1
+
+
+async def test_intake_refuses_another_hosts_or_an_incomplete_cookie(
+    client: TestClient, db: asyncpg.Connection, secret_keys: str
+) -> None:
+    aid, other = new_account_id(), new_account_id()
+    url = f"/api/v1/accounts/{aid}"
+
+    async def refused(resp: Any, *names: str) -> None:
+        err = await error_of(resp, 422)  # no cookie value in the body, no trace
+        assert [f.field for f in err.fields or []] == ["airbnb_cookie"], err
+        message = (err.fields or [])[0].message
+        for name in names:
+            assert name in message
+        body = err.model_dump_json()
+        assert "aat-" not in body and "airbed-" not in body and other not in body
+
+    # another host's cookie, in either form, on create and on change
+    for cookie in (auth_cookie(other), as_objects(browser_cookie(other))):
+        resp = await client.post(
+            "/api/v1/accounts", json=account_body(aid, airbnb_cookie=cookie), headers=KEY
+        )
+        await refused(resp, "another Airbnb host")
+    assert await db.fetchval("SELECT count(*) FROM airbnb.accounts WHERE account_id = $1", aid) == 0
+    await create(client, aid)
+    for cookie in (auth_cookie(other), as_objects(auth_cookie(other))):
+        await refused(
+            await client.patch(url, json={"airbnb_cookie": cookie}, headers=KEY),
+            "another Airbnb host",
+        )
+    # a required auth cookie missing (or empty), in either form
+    for name in ("_airbed_session_id", "_aat", "_user_attributes"):
+        full = auth_cookies(aid, "fresh-session")
+        without = header({k: v for k, v in full.items() if k != name})
+        empty = header({**full, name: ""})
+        for cookie in (without, empty, as_objects(without)):
+            if name == "_user_attributes" and isinstance(cookie, str):
+                # the Cookie header form's pattern already asks for it (a model 422)
+                resp = await client.patch(url, json={"airbnb_cookie": cookie}, headers=KEY)
+                await refused(resp)
+                continue
+            resp = await client.patch(url, json={"airbnb_cookie": cookie}, headers=KEY)
+            await refused(resp, name)
+            resp = await client.post(
+                "/api/v1/accounts", json=account_body(aid, airbnb_cookie=cookie), headers=KEY
+            )
+            await refused(resp, name)
+    # a _user_attributes that names no one
+    unreadable = header({**auth_cookies(aid), "_user_attributes": "not-json"})
+    await refused(
+        await client.patch(url, json={"airbnb_cookie": unreadable}, headers=KEY), "id_str"
+    )
+    # nothing of it was stored
+    assert await stored_cookie(db, secret_keys, aid) == auth_cookie(aid)
+    got = await (await client.get(url, headers=KEY)).json()
+    assert got["credentials_version"] == 1
+
+
+async def test_list_form_is_bounded_and_typed(client: TestClient) -> None:
+    aid = (await create(client))["account_id"]
+    url = f"/api/v1/accounts/{aid}"
+    good = as_objects(auth_cookie(aid))
+    cases: list[tuple[Any, str]] = [
+        ([], "at least 1"),
+        (good + [{"name": f"c{i}", "value": "x"} for i in range(200)], "at most 200"),
+        ([*good, {"name": "bad name", "value": "x"}], "item 5 name"),
+        ([*good, {"name": "a=b", "value": "x"}], "item 5 name"),
+        ([*good, {"name": "ok", "value": "has;semicolon"}], "item 5 value"),
+        ([*good, {"name": "ok", "value": " edge"}], "item 5 value"),
+        ([*good, {"name": "ok", "value": "x" * 4097}], "item 5 value"),
+        ([*good, {"name": "ok"}], "item 5 value"),
+        ([*good, {"name": "ok", "value": 5}], "item 5 value"),
+        ([*good, "_aat=x"], "item 5"),
+        ([*good, None], "item 5"),
+        ({"name": "_aat", "value": "x"}, "a Cookie header string or a list"),
+        (5, "a Cookie header string or a list"),
+        (None, "a Cookie header string or a list"),
+    ]
+    for cookie, says in cases:
+        err = await error_of(
+            await client.patch(url, json={"airbnb_cookie": cookie}, headers=KEY), 422
+        )
+        assert [f.field for f in err.fields or []] == ["airbnb_cookie"], cookie
+        assert says in (err.fields or [])[0].message, (says, err)
+    # auth cookies longer than a Cookie header may be, once joined
+    huge = [{**c, "value": "v" * 4000} if c["name"] in ("_aaj", "bev") else c for c in good]
+    huge += [{"name": "_aat", "value": "w" * 4000}]
+    err = await error_of(await client.patch(url, json={"airbnb_cookie": huge}, headers=KEY), 422)
+    assert [f.field for f in err.fields or []] == ["airbnb_cookie"]
+    assert "8192" in (err.fields or [])[0].message
+
+
+async def test_credentials_version_counts_credential_changes_only(
+    client: TestClient, db: asyncpg.Connection, secret_keys: str
+) -> None:
+    aid = new_account_id()
+    url = f"/api/v1/accounts/{aid}"
+
+    async def version() -> int:
+        got = await (await client.get(url, headers=KEY)).json()
+        assert got["credentials_rotated_at"] is None  # only a sync's rotation sets it
+        return got["credentials_version"]
+
+    created = await create(client, aid)
+    assert created["credentials_version"] == 1 and created["credentials_rotated_at"] is None
+    steps: list[tuple[str, dict[str, Any], int]] = [
+        ("POST", account_body(aid, user_agent="UA/2"), 1),  # same cookie: no change
+        ("POST", account_body(aid, airbnb_cookie=auth_cookie(aid, "second")), 2),
+        ("PATCH", {"user_agent": "UA/3", "is_active": False}, 2),
+        ("PATCH", {"airbnb_cookie": browser_cookie(aid, "second")}, 2),  # same auth group
+        ("PATCH", {"airbnb_cookie": as_objects(auth_cookie(aid, "third"))}, 3),
+        ("PATCH", {"airbnb_cookie": auth_cookie(aid, "fourth"), "customer_id": "c"}, 4),
+        ("PATCH", {}, 4),
+    ]
+    for method, body, expected in steps:
+        path = "/api/v1/accounts" if method == "POST" else url
+        resp = await client.request(method, path, json=body, headers=KEY)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["credentials_version"] == expected, (method, body)
+        assert await version() == expected
+    assert await stored_cookie(db, secret_keys, aid) == auth_cookie(aid, "fourth")
+    listed = await (await client.get("/api/v1/accounts", headers=KEY)).json()
+    assert {a["account_id"]: a["credentials_version"] for a in listed["items"]}.get(aid) in (
+        4,
+        None,  # on a later page of a busy session database
+    )
 
 
 # --- sync triggers ------------------------------------------------------------------------------
@@ -833,7 +1012,16 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
     create_op = doc["paths"]["/api/v1/accounts"]["post"]
     ref = create_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
-    assert schema == AccountCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    own = AccountCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    # nested models (the list form's CookieItem) are components of their own
+    for name, nested in own.pop("$defs").items():
+        assert doc["components"]["schemas"][name] == nested
+    assert schema == own
+    # both forms of the cookie are documented, each with its bounds
+    forms = {f["type"]: f for f in schema["properties"]["airbnb_cookie"]["anyOf"]}
+    assert forms["string"]["maxLength"] == 8192 and forms["array"]["maxItems"] == 200
+    item = doc["components"]["schemas"][forms["array"]["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert item["required"] == ["name", "value"] and "additionalProperties" not in item
     assert schema["additionalProperties"] is False
     assert "airbnb_cookie" in schema["required"]
     assert not any(

@@ -2,8 +2,20 @@
 
 Plain classes over an asyncpg pool and a JetStream context, so tests can call
 them without HTTP. The cookie is encrypted (:class:`CredentialCipher`) before it
-reaches a query and is never read back here: no path of this module can return
-or log it.
+reaches a query and is never read back here but to compare it: no path of this
+module can return or log it.
+
+Cookie intake (:func:`intake_cookie`): whichever form ``airbnb_cookie`` came in (a
+Cookie header, or a browser's ``[{name, value}]`` list), only the auth group is
+stored (shared/airbnb/cookies.py); a cookie without ``_airbed_session_id``,
+``_aat`` or ``_user_attributes``, or whose ``_user_attributes`` names another host
+than the account, is a 422 on ``airbnb_cookie`` that names cookies, never values.
+
+Credentials version: every write that replaces ``credentials_encrypted`` bumps
+``credentials_version`` in the same UPDATE (and clears the needs-credentials
+mark). A sync carries the version it read; the writer saves the cookies Airbnb
+rotated during it only while the account still has that version, so credentials
+given here in between always win (docs/data-path.md, Writer).
 
 Every change is announced on ``airbnb.accounts.{event}`` for the scheduler. The
 event is published *inside* the database transaction and the transaction
@@ -24,14 +36,17 @@ import asyncpg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from services.admin.errors import ApiError, conflict, not_found, unavailable
+from services.admin.errors import ApiError, conflict, field_error, not_found, unavailable
 from services.admin.models import (
+    MAX_COOKIE_HEADER,
     AccountCreate,
     AccountListQuery,
     AccountOut,
     AccountPage,
     AccountPatch,
+    CookieItem,
 )
+from shared.airbnb import cookies
 from shared.crypto import CredentialCipher, CredentialsError
 from shared.messages import AccountEvent, encode
 from shared.topology import account_event_msg_id, account_event_subject
@@ -40,7 +55,30 @@ log = logging.getLogger("sync_airbnb.admin.accounts")
 
 # Every column but credentials_encrypted: the token is not needed to answer, so not read.
 _COLUMNS = """account_id, customer_id, x_client_version, user_agent, is_active,
-    credentials_invalid_at, credentials_error, last_sync_at, created_at, updated_at, deleted_at"""
+    credentials_invalid_at, credentials_error, credentials_version, credentials_rotated_at,
+    last_sync_at, created_at, updated_at, deleted_at"""
+
+
+def intake_cookie(value: str | list[CookieItem], account_id: str) -> str:
+    """The auth-group Cookie string to store for ``account_id``, or a 422 on airbnb_cookie.
+
+    The message is the intake's own, which names cookies and never holds a value.
+    """
+    given: str | list[dict[str, str]] = (
+        value if isinstance(value, str) else [{"name": c.name, "value": c.value} for c in value]
+    )
+    try:
+        stored = cookies.intake(given, account_id)
+    except cookies.CookieIntakeError as exc:
+        raise field_error("airbnb_cookie", str(exc), "cookie_intake") from None
+    if len(stored) > MAX_COOKIE_HEADER:
+        # The list form's bounds are per cookie; what is stored and sent is one header.
+        raise field_error(
+            "airbnb_cookie",
+            f"its auth cookies are longer than {MAX_COOKIE_HEADER} characters as a Cookie header",
+            "cookie_intake",
+        )
+    return stored
 
 
 def account_out(row: asyncpg.Record) -> AccountOut:
@@ -53,6 +91,8 @@ def account_out(row: asyncpg.Record) -> AccountOut:
         needs_credentials=row["credentials_invalid_at"] is not None,
         credentials_invalid_at=row["credentials_invalid_at"],
         credentials_error=row["credentials_error"],
+        credentials_version=row["credentials_version"],
+        credentials_rotated_at=row["credentials_rotated_at"],
         last_sync_at=row["last_sync_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -151,7 +191,8 @@ class AccountService:
 
     async def create_or_update(self, body: AccountCreate) -> tuple[AccountOut, bool]:
         """Returns the account and whether it was created (False: updated)."""
-        token = self._cipher.encrypt(body.airbnb_cookie)
+        cookie = intake_cookie(body.airbnb_cookie, body.account_id)
+        token = self._cipher.encrypt(cookie)
         async with self._pool.acquire() as conn, conn.transaction():
             existing = await conn.fetchrow(
                 "SELECT credentials_encrypted, is_active, deleted_at FROM airbnb.accounts "
@@ -183,11 +224,12 @@ class AccountService:
                 return account_out(row), True
             if existing["deleted_at"] is not None:
                 raise _deleted(body.account_id)
-            changed = self._cookie_changed(existing["credentials_encrypted"], body.airbnb_cookie)
+            changed = self._cookie_changed(existing["credentials_encrypted"], cookie)
             row = await conn.fetchrow(
                 "UPDATE airbnb.accounts SET customer_id = $2, x_client_version = $3,"
                 " user_agent = $4, is_active = $5, updated_at = now(),"
                 " credentials_encrypted = CASE WHEN $6 THEN $7 ELSE credentials_encrypted END,"
+                " credentials_version = credentials_version + CASE WHEN $6 THEN 1 ELSE 0 END,"
                 " credentials_invalid_at = CASE WHEN $6 THEN NULL"
                 " ELSE credentials_invalid_at END,"
                 " credentials_error = CASE WHEN $6 THEN NULL ELSE credentials_error END"
@@ -212,6 +254,12 @@ class AccountService:
 
     async def patch(self, account_id: str, body: AccountPatch) -> AccountOut:
         given = body.model_fields_set
+        # Before any query: a cookie that is not this account's is a 422 whatever the state.
+        cookie = (
+            intake_cookie(body.airbnb_cookie, account_id)
+            if "airbnb_cookie" in given and body.airbnb_cookie is not None
+            else None
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             existing = await conn.fetchrow(
                 "SELECT credentials_encrypted, is_active, deleted_at FROM airbnb.accounts "
@@ -232,12 +280,17 @@ class AccountService:
             for name in ("x_client_version", "user_agent", "customer_id", "is_active"):
                 if name in given:
                     put(name, getattr(body, name))
-            changed = "airbnb_cookie" in given and self._cookie_changed(
-                existing["credentials_encrypted"], body.airbnb_cookie
+            changed = cookie is not None and self._cookie_changed(
+                existing["credentials_encrypted"], cookie
             )
             if changed:
-                put("credentials_encrypted", self._cipher.encrypt(body.airbnb_cookie))
-                sets += ["credentials_invalid_at = NULL", "credentials_error = NULL"]
+                assert cookie is not None
+                put("credentials_encrypted", self._cipher.encrypt(cookie))
+                sets += [
+                    "credentials_version = credentials_version + 1",
+                    "credentials_invalid_at = NULL",
+                    "credentials_error = NULL",
+                ]
             if not sets:
                 # Nothing to change (an empty body, or the same cookie alone): no write, no
                 # event, the account as it is.
@@ -294,7 +347,7 @@ class AccountService:
             return account_out(row)
 
     def _cookie_changed(self, stored_token: str, cookie: str) -> bool:
-        """True when ``cookie`` differs from the stored one.
+        """True when ``cookie`` (the normalised auth string) differs from the stored one.
 
         Fernet tokens of one plaintext differ every time, so the stored token is decrypted
         to compare. A token that no key decrypts counts as changed: the new cookie

@@ -52,9 +52,27 @@ def unavailable(code: str, detail: str) -> ApiError:
 
 def _message(err: dict[str, object]) -> str:
     field = str(err["loc"][-1]) if err["loc"] else ""  # type: ignore[index]
-    if err["type"] == "string_pattern_mismatch" and field in PATTERN_HINTS:
+    msg = str(err["msg"])
+    # Only pydantic's own wording (which quotes the regex) is replaced: a validator that
+    # wrote its own message for a pattern error (models._one_cookie_error) keeps it.
+    if (
+        err["type"] == "string_pattern_mismatch"
+        and field in PATTERN_HINTS
+        and msg.startswith("String should match pattern")
+    ):
         return PATTERN_HINTS[field]
-    return str(err["msg"]).removeprefix("Value error, ")
+    return msg.removeprefix("Value error, ")
+
+
+def field_error(field: str, message: str, type_: str, where: str = "body") -> ApiError:
+    """The 422 of :func:`validation_error` for one field that failed a check the models
+    cannot make (one that needs the database, or the path's account id)."""
+    return ApiError(
+        422,
+        "validation_error",
+        f"invalid {where}: {field}",
+        fields=[FieldError(field=field, message=message, type=type_)],
+    )
 
 
 def validation_error(exc: ValidationError, where: str) -> ApiError:

@@ -21,9 +21,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.messages import JobStatus, SyncKind
 from shared.metric_tables import TableName
@@ -35,11 +39,22 @@ PRINTABLE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
 # Airbnb needs to tell whose insights to return.
 COOKIE_PATTERN = r"^([\x20-\x3a\x3c-\x7e]*;)* *_user_attributes=[\x21-\x3a\x3c-\x7e][\x20-\x7e]*$"
 
+# One cookie of the list form: a name is a token (no space, '=' or ';'); a value is
+# printable ASCII without ';' (it is joined into a Cookie header) and without edge spaces
+# (a Cookie header would lose them), possibly empty.
+COOKIE_NAME_PATTERN = r"^[\x21-\x3a\x3c\x3e-\x7e]+$"
+COOKIE_VALUE_PATTERN = r"^([\x21-\x3a\x3c-\x7e]([\x20-\x3a\x3c-\x7e]*[\x21-\x3a\x3c-\x7e])?)?$"
+MAX_COOKIE_HEADER = 8192
+# A logged-in airbnb.com holds some 40 cookies; 200 leaves room without being unbounded.
+MAX_COOKIE_ITEMS = 200
+
 # What a 422 says instead of pydantic's "String should match pattern '...'"; keyed by field.
 PATTERN_HINTS: dict[str, str] = {
     "account_id": "must be 1 to 32 digits",
     "airbnb_cookie": "must be a Cookie header (printable ASCII) holding the _user_attributes "
-    "cookie with a value",
+    "cookie with a value, or a list of {name, value} objects",
+    "name": "must be a cookie name: printable ASCII without spaces, '=' or ';'",
+    "value": "must be a cookie value: printable ASCII without ';' or leading/trailing spaces",
     "x_client_version": "must be printable ASCII without leading or trailing spaces",
     "user_agent": "must be printable ASCII without leading or trailing spaces",
     "customer_id": "must be printable ASCII without leading or trailing spaces",
@@ -50,9 +65,11 @@ MAX_PAGE_SIZE = 500
 MAX_OFFSET = 1_000_000_000
 
 AccountId = Annotated[str, StringConstraints(pattern=ACCOUNT_ID_PATTERN)]
-AirbnbCookie = Annotated[
-    str, StringConstraints(min_length=1, max_length=8192, pattern=COOKIE_PATTERN)
+CookieHeader = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_COOKIE_HEADER, pattern=COOKIE_PATTERN)
 ]
+CookieName = Annotated[str, StringConstraints(max_length=256, pattern=COOKIE_NAME_PATTERN)]
+CookieValue = Annotated[str, StringConstraints(max_length=4096, pattern=COOKIE_VALUE_PATTERN)]
 ClientVersion = Annotated[str, StringConstraints(max_length=200, pattern=PRINTABLE_PATTERN)]
 UserAgent = Annotated[str, StringConstraints(max_length=1000, pattern=PRINTABLE_PATTERN)]
 CustomerId = Annotated[str, StringConstraints(max_length=200, pattern=PRINTABLE_PATTERN)]
@@ -78,6 +95,62 @@ def _cookie_field(description: str, *, required: bool = False) -> Any:
     return _optional(repr=False, exclude=True, description=description)
 
 
+class CookieItem(BaseModel):
+    """One cookie as a browser's cookie API returns it (``chrome.cookies.getAll``,
+    ``document.cookie`` parsed, a devtools export): only name and value are used, and the
+    other keys such an API returns (domain, path, expires, httpOnly...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: CookieName
+    value: CookieValue = Field(repr=False)
+
+
+CookieList = Annotated[list[CookieItem], Field(min_length=1, max_length=MAX_COOKIE_ITEMS)]
+
+
+def _one_cookie_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One error for ``airbnb_cookie``, named after the field alone and holding no value.
+
+    Without it a union reports each member's failure under a member tag
+    (``airbnb_cookie.constrained-str``, ``airbnb_cookie.list[CookieItem].0.value``), which
+    says less to the operator than the form they used and the item that is wrong.
+    """
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+        in_list = [e for e in errors if str(e["loc"][0]).startswith("list[")]
+        if isinstance(value, str):
+            err = next(e for e in errors if e not in in_list)
+            reason = _hint("airbnb_cookie", err)
+        elif isinstance(value, list):
+            err = in_list[0]
+            rest = err["loc"][1:]
+            if not rest:
+                reason = _hint("", err)
+            else:
+                where = f"item {rest[0]}" + (f" {'.'.join(map(str, rest[1:]))}" if rest[1:] else "")
+                reason = f"{where}: {_hint(str(rest[-1]), err)}"
+        else:
+            raise PydanticCustomError(
+                "cookie_type",
+                "must be a Cookie header string or a list of name/value objects",
+            ) from None
+        # The reason goes in as context: a template would take its braces for placeholders.
+        raise PydanticCustomError(err["type"], "{reason}", {"reason": reason}) from None
+
+
+def _hint(field: str, err: Any) -> str:
+    if err["type"] == "string_pattern_mismatch" and field in PATTERN_HINTS:
+        return PATTERN_HINTS[field]
+    return str(err["msg"])
+
+
+# A Cookie header string, or the list form; every account write takes either.
+AirbnbCookie = Annotated[CookieHeader | CookieList, WrapValidator(_one_cookie_error)]
+
+
 class Body(BaseModel):
     """A request body: unknown fields are an error (a typo must not pass silently)."""
 
@@ -100,7 +173,11 @@ class AccountCreate(Body):
 
     account_id: AccountId = Field(description="the Airbnb host's user id (digits)")
     airbnb_cookie: AirbnbCookie = _cookie_field(
-        "the Airbnb session's Cookie header; stored encrypted, never returned", required=True
+        "the Airbnb session's cookies: a Cookie header, or a list of {name, value} objects "
+        "(a browser's cookie API; other keys are ignored). Only the auth cookies are kept "
+        "(_airbed_session_id, _aat and _user_attributes are required, and _user_attributes "
+        "must name this account_id), stored encrypted, never returned",
+        required=True,
     )
     x_client_version: ClientVersion = Field(description="Airbnb's X-Client-Version header")
     user_agent: UserAgent = Field(description="the browser User-Agent that goes with the cookie")
@@ -116,7 +193,9 @@ class AccountPatch(Body):
     """
 
     airbnb_cookie: AirbnbCookie = _cookie_field(  # type: ignore[assignment]
-        "a new Cookie header; clears the account's needs-new-credentials mark"
+        "new cookies, in either form of AccountCreate.airbnb_cookie; when they differ from "
+        "the stored ones they replace them, bump credentials_version and clear the "
+        "needs-new-credentials mark"
     )
     x_client_version: ClientVersion = _optional()  # type: ignore[assignment]
     user_agent: UserAgent = _optional()  # type: ignore[assignment]
@@ -135,6 +214,13 @@ class AccountOut(Out):
     )
     credentials_invalid_at: dt.datetime | None
     credentials_error: str | None
+    credentials_version: int = Field(
+        description="1 at creation, +1 on every change of the stored cookies: new ones "
+        "given through this API, or rotated ones a sync saved back"
+    )
+    credentials_rotated_at: dt.datetime | None = Field(
+        description="when a sync last saved back cookies Airbnb rotated (null: never)"
+    )
     last_sync_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -66,8 +66,12 @@ def api_operations() -> list[Operation]:
                 503: EVENTS_DOWN,
             },
             body=AccountCreate,
-            description="The cookie is encrypted at rest and never returned. A changed "
-            "cookie clears the account's needs-new-credentials mark.",
+            description="`airbnb_cookie` is a Cookie header or a list of `{name, value}` "
+            "objects; only the auth cookies are kept, encrypted at rest and never returned. "
+            "A 422 on `airbnb_cookie` when `_airbed_session_id`, `_aat` or `_user_attributes` "
+            "is missing, or when `_user_attributes` names another host than `account_id`. A "
+            "changed cookie bumps `credentials_version` and clears the account's "
+            "needs-new-credentials mark.",
         ),
         Operation(
             "GET",
@@ -104,6 +108,10 @@ def api_operations() -> list[Operation]:
             },
             body=AccountPatch,
             path_params=ACCOUNT,
+            description="A new `airbnb_cookie` is taken as by createOrUpdateAccount, its "
+            "`_user_attributes` naming the path's account; when it differs from the stored "
+            "cookies it replaces them, bumps `credentials_version` and clears the "
+            "needs-new-credentials mark.",
         ),
         Operation(
             "DELETE",
