@@ -19,11 +19,18 @@ import aiohttp
 import asyncpg
 import orjson
 
+from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from shared.metric_tables import METRIC_TABLES
 from tests.infra import ServiceLauncher, ServiceProcess, free_port
 
 FINAL = ("succeeded", "partial", "failed")
+# The browser the simulated hosts' cookies come from: the fetcher's client hints and its
+# TLS impersonation follow it, and the simulator checks that they agree.
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/146.0.0.0 Safari/537.36"
+)
 
 
 @dataclass
@@ -72,9 +79,10 @@ class Stack:
         seed: int,
         faults: dict[str, Any] | None = None,
         port: int | None = None,
+        **extra_env: str,
     ) -> Simulator:
         port = port or free_port()
-        env = {"SYNC_AIRBNB_TODAY": self.today.isoformat()}
+        env = {"SYNC_AIRBNB_TODAY": self.today.isoformat(), **extra_env}
         if faults:
             env["SIM_FAULTS"] = orjson.dumps(faults).decode()
         proc = self.launcher.start(
@@ -104,15 +112,23 @@ class Stack:
         return proc
 
     async def register(self, db: asyncpg.Connection, accounts: Iterable[dict[str, Any]]) -> None:
+        """Insert the accounts as the admin API would store them: the auth cookies only."""
         cipher = CredentialCipher(self.secret_keys.split(","))
         await db.executemany(
             """
             INSERT INTO airbnb.accounts (account_id, credentials_encrypted, x_client_version,
                                          user_agent)
-            VALUES ($1, $2, 'test-client', 'Mozilla/5.0 (test)')
+            VALUES ($1, $2, 'test-client', $3)
             ON CONFLICT (account_id) DO NOTHING
             """,
-            [(a["account_id"], cipher.encrypt(a["cookie"])) for a in accounts],
+            [
+                (
+                    a["account_id"],
+                    cipher.encrypt(cookies.intake(a["cookie"], a["account_id"])),
+                    CHROME_UA,
+                )
+                for a in accounts
+            ],
         )
 
 
