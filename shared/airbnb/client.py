@@ -51,7 +51,6 @@ by ``repr``; curl's own exceptions are not chained into the errors raised here.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import time
@@ -110,16 +109,15 @@ Clock = Callable[[], float]
 
 
 def cookie_domain(base_url: str) -> str:
-    """The domain the auth cookies are scoped to: Airbnb sets them on ``.airbnb.com``.
+    """The domain the auth cookies are scoped to: Airbnb sets them on ``.airbnb.<tld>``.
 
-    An IP address (the simulator) takes host-only cookies, as a browser would.
+    Any other host (the simulator, an IP address) takes host-only cookies, as a
+    browser would.
     """
     host = urlsplit(base_url).hostname or ""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        labels = host.split(".")
-        return "." + ".".join(labels[-2:]) if len(labels) >= 2 else host
+    labels = host.split(".")
+    if "airbnb" in labels[:-1]:
+        return "." + ".".join(labels[labels.index("airbnb") :])
     return host
 
 
