@@ -4,11 +4,13 @@ that the project's flatteners and pivots give back exactly what was generated.""
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import date, timedelta
 from statistics import mean
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,9 @@ from services.simulator.data import (
     Account,
     Listing,
     airbnb_days,
+    build_up,
     daily_metrics,
+    observed_metrics,
     requested_window,
     window_totals,
 )
@@ -106,12 +110,9 @@ def test_window_maths(seed: int, listing_id: str, today: date, offset: int, leng
         start,
         end,
     )
-    days = airbnb_days(start, end, today)
-    assert all(d <= today for d in days)
-    assert days == [
-        start + timedelta(days=i)
-        for i in range(1, length + 1)
-        if start + timedelta(days=i) <= today
+    # Every day of the window, shifted by one, future days included.
+    assert airbnb_days(start, end, today) == [
+        start + timedelta(days=i) for i in range(1, length + 1)
     ]
 
 
@@ -136,7 +137,9 @@ def test_count_chart_is_consistent(
             assert p["label"] == label
             assert p["valueString"] == p["value"]["longValue"]
     for p, day in zip(your["dataPoints"], days, strict=True):
-        assert unwrap(p["value"]) == daily_metrics(seed, listing_id, day).your.p3_impressions
+        assert (
+            unwrap(p["value"]) == observed_metrics(seed, listing_id, day, today).your.p3_impressions
+        )
 
     your_total = sum(unwrap(p["value"]) for p in your["dataPoints"])
     similar_total = sum(unwrap(p["value"]) for p in similar["dataPoints"])
@@ -148,7 +151,7 @@ def test_count_chart_is_consistent(
     (p2,) = chart["secondaryMetrics"]
     assert p2["metricName"] == "p2_impressions"
     assert unwrap(p2["value"]) == sum(
-        daily_metrics(seed, listing_id, d).your.p2_impressions for d in days
+        observed_metrics(seed, listing_id, d, today).your.p2_impressions for d in days
     )
     assert p2["valueChange"] is None
 
@@ -200,7 +203,7 @@ def test_rates_are_ratios_of_the_summed_counts(
     # Points of a rate chart are the daily ratios, with "-" where the day has no denominator.
     days = airbnb_days(window.start, window.end, today)
     for p, day in zip(rates_chart["metricLineCharts"][0]["dataPoints"], days, strict=True):
-        truth = daily_metrics(seed, listing_id, day).your
+        truth = observed_metrics(seed, listing_id, day, today).your
         assert unwrap(p["value"]) == truth.value("conversion_rate")
         assert (p["valueString"] == "-") == (not truth.has_value("conversion_rate"))
 
@@ -233,6 +236,56 @@ def test_weekly_list_of_metrics_sums_the_daily_chart_points(
     assert len(points) == len(week_days)
     assert unwrap(weekly["p3_impressions"]["value"]) == sum(unwrap(p["value"]) for p in points)
     assert all(u["valueChange"] is None for u in weekly.values())
+
+
+@PROPERTY_SETTINGS
+@given(
+    seed=seeds,
+    listing_id=listing_ids,
+    day=st.dates(date(2024, 1, 1), date(2027, 12, 31)),
+    lead=st.integers(min_value=1, max_value=200),
+)
+def test_a_future_days_counts_only_grow_as_it_nears(
+    seed: int, listing_id: str, day: date, lead: int
+) -> None:
+    # Scraped lead days ahead, then each day after until the day itself.
+    seen = [
+        observed_metrics(seed, listing_id, day, day - timedelta(days=n))
+        for n in range(lead, -1, -1)
+    ]
+    truth = daily_metrics(seed, listing_id, day)
+    assert seen[-1] == truth
+    for earlier, later in itertools.pairwise(seen):
+        for side in ("your", "similar"):
+            a, b = getattr(earlier, side), getattr(later, side)
+            assert a.p3_impressions <= b.p3_impressions
+            assert a.p2_impressions <= b.p2_impressions
+            assert a.search_impressions <= b.search_impressions
+            assert a.bookings <= b.bookings
+    for observed in seen:
+        for side in (observed.your, observed.similar):
+            assert 0 <= side.bookings <= side.p3_impressions <= side.p2_impressions
+            assert side.p2_impressions <= side.search_impressions
+
+
+@PROPERTY_SETTINGS
+@given(seed=seeds, listing_id=listing_ids, day=todays, back=st.integers(0, 400))
+def test_today_and_the_past_are_the_full_truth(
+    seed: int, listing_id: str, day: date, back: int
+) -> None:
+    today = day + timedelta(days=back)
+    assert observed_metrics(seed, listing_id, day, today) == daily_metrics(seed, listing_id, day)
+
+
+@pytest.mark.parametrize("lead", [-30, -1, 0])
+def test_build_up_is_whole_from_the_day_itself(lead: int) -> None:
+    assert build_up(lead) == 1.0
+
+
+def test_build_up_decreases_with_the_lead() -> None:
+    fractions = [build_up(lead) for lead in range(0, 200)]
+    assert fractions[0] == 1.0
+    assert all(a > b > 0 for a, b in itertools.pairwise(fractions))
 
 
 def test_weekends_draw_more_page_views_than_midweek() -> None:
@@ -274,7 +327,7 @@ def test_flatten_and_pivot_give_back_the_generated_numbers(
     days = airbnb_days(window.start, window.end, today)
     assert [row["metric_date"] for row in rows] == days
     for row in rows:
-        truth = daily_metrics(seed, listing_id, row["metric_date"])
+        truth = observed_metrics(seed, listing_id, row["metric_date"], today)
         assert row["p3_impressions_your_value"] == truth.your.p3_impressions
         assert row["p3_impressions_similar_value"] == truth.similar.p3_impressions
         assert row["p3_impressions_your_value_string"] == str(truth.your.p3_impressions)

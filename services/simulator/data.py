@@ -25,8 +25,24 @@ with ``valueString`` "-" then, and so does the simulator.
 
 Airbnb's day numbering is one day off the requested window: a request for
 [start, end] (from ``relativeDs* - 3 + today``) is answered with points dated
-start+1 .. end+1, and never with a point dated after today. :func:`airbnb_days`
-is that rule; totals of a response are sums over exactly those days.
+start+1 .. end+1, all of them, future ones included (a real scrape on
+2025-07-11 got full 28-point charts up to 2026-01-07, some points non-zero).
+:func:`airbnb_days` is that rule; totals of a response are sums over exactly
+those days.
+
+**The future, built up.** Points are dated by stay date, so a day after today
+has views from guests searching for it already, and more the nearer it gets.
+:func:`observed_metrics` is what a scrape on ``today`` sees for day ``d``: for
+``d <= today`` the day's final truth (:func:`daily_metrics`, independent of
+today); for a later day each of the four counts of both sides multiplied by
+:func:`build_up` of the lead ``(d - today).days`` and floored, the rates then
+derived from those counts as always. ``build_up(lead) = exp(-lead / 90)``:
+1 at lead 0, 72 % a month ahead, 14 % six months ahead (so that, as in the
+real scrape, some points half a year out are non-zero). It decreases with
+the lead and flooring keeps order, so a future date's counts never decrease
+from one scrape day to the next as it nears, and they reach the final truth
+on the day itself; ``bookings <= p3 <= p2 <= search`` holds after scaling as
+before.
 """
 
 from __future__ import annotations
@@ -356,20 +372,53 @@ def requested_window(
 
 
 def airbnb_days(start: date, end: date, today: date) -> list[date]:
-    """The ``ds`` of the points Airbnb returns for [start, end]: shifted a day, none after today."""
+    """The ``ds`` of the points Airbnb returns for [start, end]: every day, shifted a day.
+
+    ``today`` no longer bounds them (future days are answered, see
+    :func:`observed_metrics`); it stays a parameter so callers read the same.
+    """
     first = start + timedelta(days=1)
-    last = min(end + timedelta(days=1), today)
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return [first + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+# The e-folding lead of the build-up: plausible for stays booked weeks to months ahead.
+BUILD_UP_DAYS = 90.0
+
+
+def build_up(lead: int) -> float:
+    """The share of a day's final counts already seen ``lead`` days before it (1 from lead 0)."""
+    return 1.0 if lead <= 0 else math.exp(-lead / BUILD_UP_DAYS)
+
+
+def built_up(counts: Counts, fraction: float) -> Counts:
+    """``counts`` scaled by ``fraction`` and floored, each count on its own."""
+    if fraction >= 1.0:
+        return counts
+    return Counts(
+        math.floor(counts.p3_impressions * fraction),
+        math.floor(counts.p2_impressions * fraction),
+        math.floor(counts.search_impressions * fraction),
+        math.floor(counts.bookings * fraction),
+    )
+
+
+def observed_metrics(seed: int, listing_id: str, day: date, today: date) -> DailyTruth:
+    """What a scrape on ``today`` sees for day ``day``: the truth, built up if ``day`` is ahead."""
+    truth = daily_metrics(seed, listing_id, day)
+    fraction = build_up((day - today).days)
+    if fraction >= 1.0:
+        return truth
+    return DailyTruth(day, built_up(truth.your, fraction), built_up(truth.similar, fraction))
 
 
 def window_truth(
     seed: int, listing_ids: Sequence[str], start: date, end: date, today: date
 ) -> list[DailyTruth]:
-    """Per returned day, the counts of ``listing_ids`` together (each side summed)."""
+    """Per returned day, the counts of ``listing_ids`` together, as seen on ``today``."""
     days = airbnb_days(start, end, today)
     out: list[DailyTruth] = []
     for day in days:
-        truths = [daily_metrics(seed, lid, day) for lid in listing_ids]
+        truths = [observed_metrics(seed, lid, day, today) for lid in listing_ids]
         out.append(
             DailyTruth(
                 day, sum_counts(t.your for t in truths), sum_counts(t.similar for t in truths)
