@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_NOT_BUILT = 3
 
@@ -30,6 +31,20 @@ def _simulator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accounts", type=int, default=3, help="number of simulated accounts")
     p.add_argument("--listings", type=int, default=4, help="listings per account")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the session state across restarts in DIR (default: SIM_STATE_DIR, or memory)",
+    )
+    p.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve HTTPS with a throwaway certificate written to DIR/cert.pem and DIR/key.pem",
+    )
 
 
 def _sync_args(p: argparse.ArgumentParser) -> None:

@@ -123,7 +123,9 @@ def world() -> World:
 
 @pytest.fixture
 async def sim(world: World) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(world, today=lambda: TODAY))) as client:
+    # The shape of the answers is the subject here, not the session rules.
+    app = create_app(world, today=lambda: TODAY, lifecycle=False)
+    async with TestClient(TestServer(app)) as client:
         yield client
 
 

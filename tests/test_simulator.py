@@ -44,7 +44,10 @@ def world() -> World:
 
 @pytest.fixture
 async def sim(world: World) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(world, today=lambda: TODAY))) as client:
+    # These tests are about data, protocol and faults; the session lifecycle has its own
+    # (tests/test_simulator_sessions.py), so here any cookie with the right _aat will do.
+    app = create_app(world, today=lambda: TODAY, lifecycle=False)
+    async with TestClient(TestServer(app)) as client:
         yield client
 
 
@@ -226,7 +229,7 @@ async def test_chart_carries_the_generated_numbers_shifted_by_one_day(
     assert {u["metricName"]: unwrap(u["value"]) for u in units} == totals
 
 
-async def test_no_point_is_dated_after_today(sim: Client, world: World) -> None:
+async def test_a_window_straddling_today_has_every_point(sim: Client, world: World) -> None:
     account = world.accounts[0]
     listing_id = account.listings[0].listing_id
     window = DateRange(TODAY - timedelta(days=10), TODAY + timedelta(days=17))
@@ -236,27 +239,49 @@ async def test_no_point_is_dated_after_today(sim: Client, world: World) -> None:
     chart = component(await response.json())
 
     dates = [p["ds"] for p in chart["metricLineCharts"][0]["dataPoints"]]
-    assert dates[0] == (window.start + timedelta(days=1)).isoformat()
-    assert dates[-1] == TODAY.isoformat()
-    assert len(dates) == 10
+    assert dates == [(window.start + timedelta(days=i + 1)).isoformat() for i in range(28)]
+    expected = expected_chart_points(
+        SEED, listing_id, "p3_impressions", window.start, window.end, TODAY
+    )
+    values = [unwrap(p["value"]) for p in chart["metricLineCharts"][0]["dataPoints"]]
+    assert values == [e.your for e in expected]
 
 
-async def test_a_window_in_the_future_has_no_points_and_rates_without_value(
-    sim: Client, world: World
-) -> None:
+async def test_future_windows_are_full_and_built_up(sim: Client, world: World) -> None:
+    """Up to half a year ahead, as the real scrape: all points, fewer views the further out."""
     account = world.accounts[0]
     listing_id = account.listings[0].listing_id
-    window = DateRange(TODAY + timedelta(days=7), TODAY + timedelta(days=13))
+    similar_totals: list[int] = []
+    for weeks_ahead in (1, 8, 22):
+        start = TODAY + timedelta(weeks=weeks_ahead)
+        window = DateRange(start, start + timedelta(days=27))
+        response = await post(
+            sim, account, CHART, chart_payload(listing_id, window, TODAY, "p3_impressions")
+        )
+        your, similar = component(await response.json())["metricLineCharts"]
+        assert len(your["dataPoints"]) == len(similar["dataPoints"]) == 28
+        similar_values = [unwrap(p["value"]) for p in similar["dataPoints"]]
+        assert any(similar_values)
+        expected = expected_chart_points(
+            SEED, listing_id, "p3_impressions", window.start, window.end, TODAY
+        )
+        assert [unwrap(p["value"]) for p in your["dataPoints"]] == [e.your for e in expected]
+        similar_totals.append(sum(similar_values))
+    assert similar_totals[0] > similar_totals[1] > similar_totals[2]
+
+    week = DateRange(TODAY + timedelta(days=7), TODAY + timedelta(days=13))
     response = await post(
         sim,
         account,
         LIST_OF_METRICS,
-        list_of_metrics_payload(listing_id, window, TODAY, "conversion_rate"),
+        list_of_metrics_payload(listing_id, week, TODAY, "p3_impressions"),
     )
     metrics = component(await response.json())["metrics"]
-
-    assert [m["valueString"] for m in metrics] == ["-", "-", "-", "-"]
-    assert all(m["value"]["doubleValue"] == 0.0 for m in metrics)
+    values = {m["metricName"]: unwrap(m["value"]) for m in metrics}
+    assert values == expected_metric_values(
+        SEED, listing_id, list(values), week.start, week.end, TODAY
+    )
+    assert values["p2_impressions"] > 0
 
 
 async def test_list_of_metrics_carries_window_totals(sim: Client, world: World) -> None:
@@ -326,6 +351,9 @@ async def test_requests_are_counted_per_account_operation_and_listing(
             "ListOfMetricsQuery": 1,
             "listings": {a: 2, b: 2},
             "listings_ok": {a: 2, b: 2},
+            "preflights": 0,
+            "strikes": 0,
+            "strike_reasons": {"no_bm_sv": 0, "headers": 0},
         }
     }
 
@@ -435,7 +463,7 @@ async def test_malformed_data_for_one_listing_only(sim: Client, world: World) ->
 async def test_random_faults_follow_the_seed(world: World) -> None:
     async def outcomes() -> list[int]:
         config = FaultConfig(rate_limit_rate=0.3, server_error_rate=0.3, retry_after_s=0, seed=3)
-        app = create_app(world, config, today=lambda: TODAY)
+        app = create_app(world, config, today=lambda: TODAY, lifecycle=False)
         async with TestClient(TestServer(app)) as client:
             account = world.accounts[0]
             return [

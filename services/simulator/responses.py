@@ -472,3 +472,16 @@ def server_error(status: int) -> Reply:
 def malformed_json(reply: Reply) -> Reply:
     """``reply`` cut in half: what a connection reset mid-body leaves a proxy to pass on."""
     return Reply(200, reply.body[: max(1, len(reply.body) // 2)], JSON)
+
+
+def dashboard_page(account: Account) -> bytes:
+    """The page a live preflight lands on (``/hosting/performance/...``): enough to be HTML."""
+    listings = "".join(
+        f"<li data-listing-id={listing.listing_id}>{listing.listing_name}</li>"
+        for listing in account.listings
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<title>Performance - Airbnb</title></head>\n<body><main id="site-content">'
+        f"<h1>Performance</h1><ul>{listings}</ul></main></body></html>\n"
+    ).encode()
