@@ -1,10 +1,12 @@
-# Every target builds its own virtualenv from pyproject.toml; nothing else needs installing.
+# Every target builds its own virtualenv from pyproject.toml. The tests also use Debian's
+# tshark (the TLS handshake seen on the wire): `system-deps` installs it where it can (root
+# with apt-get); elsewhere that one test skips and says why.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint up clean bench
+.PHONY: demo test lint up clean bench system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+system-deps:
+	@if ! command -v tshark >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing tshark (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >/dev/null) \
+			|| echo "tshark could not be installed: tests/test_tls_handshake.py will skip"; \
+	fi
+
+test: $(STAMP) lint system-deps
 	$(BIN)/pytest -q -rs -p no:cacheprovider
 
 bench: $(STAMP)
