@@ -26,9 +26,21 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from services.writer import plan, store
 from shared import topology
-from shared.messages import DeadLetter, JobEvent, ListingResult, Message, RowBatch, decode, encode
+from shared.crypto import CredentialCipher
+from shared.messages import (
+    CredentialsRotated,
+    DeadLetter,
+    JobEvent,
+    ListingResult,
+    Message,
+    RowBatch,
+    decode,
+    encode,
+)
 from shared.metric_tables import METRIC_TABLES, TableName
+from tests.cookies import auth_cookie
 from tests.infra import ServiceLauncher, ServiceProcess, free_port
 
 SCRAPE_DAY = dt.date(2025, 7, 11)
@@ -112,6 +124,8 @@ def subject_of(message: Message) -> str:
         return topology.rows_subject(message.table)
     if isinstance(message, ListingResult):
         return topology.SYNC_PROGRESS
+    if isinstance(message, CredentialsRotated):
+        return topology.SYNC_CREDENTIALS
     return topology.SYNC_EVENTS
 
 
@@ -121,6 +135,8 @@ def msg_id_of(message: Message) -> str:
         return topology.row_batch_msg_id(m.job_id, m.listing_id, m.table, m.chunk_no)
     if isinstance(message, ListingResult):
         return topology.listing_result_msg_id(message.job_id, message.listing_id)
+    if isinstance(message, CredentialsRotated):
+        return topology.credentials_rotated_msg_id(message.job_id, message.from_version)
     assert isinstance(message, JobEvent)
     return topology.job_event_msg_id(message.job_id, message.event)
 
@@ -668,3 +684,191 @@ async def test_sigterm_during_an_outage_naks_the_batch_and_loses_nothing(
     start_writer(launcher)
     job = await wait_job_final(db, job_id)
     assert job["status"] == "succeeded" and job["rows_written"] == 20
+
+
+# --- rotated credentials ------------------------------------------------------------------
+
+
+async def account_with_cookie(db: asyncpg.Connection, cipher: CredentialCipher) -> str:
+    """An account holding a real token, as the admin stores it (version 1)."""
+    account_id = str(uuid.uuid4().int % 10**15)
+    await db.execute(
+        "INSERT INTO airbnb.accounts (account_id, credentials_encrypted, x_client_version,"
+        " user_agent) VALUES ($1, $2, 'v1', 'test-agent')",
+        account_id,
+        cipher.encrypt(auth_cookie(account_id, "operator-1")),
+    )
+    return account_id
+
+
+def rotated(
+    cipher: CredentialCipher, account_id: str, job_id: uuid.UUID, from_version: int, session: str
+) -> CredentialsRotated:
+    return CredentialsRotated(
+        job_id=job_id,
+        account_id=account_id,
+        from_version=from_version,
+        cookie_token=cipher.encrypt(auth_cookie(account_id, session)),
+        changed=["_aaj"],
+        rotated_at=MIDNIGHT + dt.timedelta(hours=5, minutes=from_version),
+    )
+
+
+async def credentials(
+    db: asyncpg.Connection, cipher: CredentialCipher, account_id: str
+) -> tuple[int, str, dt.datetime | None, uuid.UUID | None]:
+    row = await db.fetchrow(
+        "SELECT credentials_version, credentials_encrypted, credentials_rotated_at,"
+        " credentials_rotated_job_id FROM airbnb.accounts WHERE account_id = $1",
+        account_id,
+    )
+    return (
+        row["credentials_version"],
+        cipher.decrypt(row["credentials_encrypted"]),
+        row["credentials_rotated_at"],
+        row["credentials_rotated_job_id"],
+    )
+
+
+async def rotation_counts(writer: ServiceProcess) -> dict[str, float]:
+    port = writer.wait_for_log(r"listening on http://[\d.]+:(\d+)").group(1)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    counts = {"applied": 0.0, "dropped": 0.0}
+    for line in text.splitlines():
+        if line.startswith("sync_airbnb_credential_rotations_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = float(line.split()[-1])
+    return counts
+
+
+async def test_rotated_credentials_apply_once_and_lose_to_the_operators(
+    launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection, secret_keys: str
+) -> None:
+    cipher = CredentialCipher(secret_keys.split(","))
+    writer = start_writer(launcher)
+    js = nc.jetstream()
+    account_id = await account_with_cookie(db, cipher)
+    _, job_id = await new_job(db, account_id)
+    # The sync failed on auth after Airbnb rotated a cookie: the mark stays, the cookie is kept.
+    marked_at = MIDNIGHT + dt.timedelta(hours=6)
+    await db.execute(
+        "UPDATE airbnb.accounts SET credentials_invalid_at = $2, credentials_error = 'expired'"
+        " WHERE account_id = $1",
+        account_id,
+        marked_at,
+    )
+
+    # From the current version: applied.
+    first = rotated(cipher, account_id, job_id, 1, "rotated-1")
+    await wait_consumed(js, await publish_all(js, [first]))
+    assert await credentials(db, cipher, account_id) == (
+        2,
+        auth_cookie(account_id, "rotated-1"),
+        first.rotated_at,
+        job_id,
+    )
+    marked = await db.fetchrow(
+        "SELECT credentials_invalid_at, credentials_error FROM airbnb.accounts"
+        " WHERE account_id = $1",
+        account_id,
+    )
+    assert tuple(marked) == (marked_at, "expired")
+    assert await rotation_counts(writer) == {"applied": 1, "dropped": 0}
+
+    # Redelivered and replayed (no message id: JetStream stores every copy): no-ops.
+    after_first = await credentials(db, cipher, account_id)
+    await wait_consumed(js, await publish_all(js, [first, first], with_ids=False))
+    assert await credentials(db, cipher, account_id) == after_first
+    assert await rotation_counts(writer) == {"applied": 1, "dropped": 0}
+
+    # The operator gives new credentials (as the admin does) while another sync, which
+    # read version 2, runs and rotates: its rotation is dropped, the operator's stay.
+    await db.execute(
+        "UPDATE airbnb.accounts SET credentials_encrypted = $2,"
+        " credentials_version = credentials_version + 1, credentials_invalid_at = NULL"
+        " WHERE account_id = $1",
+        account_id,
+        cipher.encrypt(auth_cookie(account_id, "operator-2")),
+    )
+    _, second_job = await new_job(db, account_id, retry=1)
+    stale = rotated(cipher, account_id, second_job, 2, "rotated-2")
+    await wait_consumed(js, await publish_all(js, [stale]))
+    assert await credentials(db, cipher, account_id) == (
+        3,
+        auth_cookie(account_id, "operator-2"),
+        first.rotated_at,
+        job_id,
+    )
+    assert await rotation_counts(writer) == {"applied": 1, "dropped": 1}
+    # ... and the first job's rotation replayed on top of the operator's is not dropped
+    # a second time: it was counted when it applied.
+    await wait_consumed(js, await publish_all(js, [first, stale], with_ids=False))
+    assert (await credentials(db, cipher, account_id))[:2] == (
+        3,
+        auth_cookie(account_id, "operator-2"),
+    )
+    assert await rotation_counts(writer) == {"applied": 1, "dropped": 2}
+
+    logs = writer.output()
+    dropped = [line for line in logs.splitlines() if "dropped" in line and account_id in line]
+    assert dropped and str(second_job) in dropped[0] and "version 2" in dropped[0]
+    for token in (first.cookie_token, stale.cookie_token):
+        assert token not in logs
+    assert "rotated-1" not in logs and "rotated-2" not in logs
+
+
+async def test_rotations_of_one_account_in_one_batch_apply_in_order(
+    db: asyncpg.Connection, secret_keys: str
+) -> None:
+    """store.commit_batch itself, on the session's PostgreSQL: rotations from versions 1, 2
+    and 1 again in one transaction: the first two apply in turn, the third is stale."""
+    cipher = CredentialCipher(secret_keys.split(","))
+    account_id = await account_with_cookie(db, cipher)
+    jobs = [(await new_job(db, account_id, retry=n))[1] for n in range(3)]
+    messages = [
+        rotated(cipher, account_id, jobs[0], 1, "a"),
+        rotated(cipher, account_id, jobs[1], 2, "b"),
+        rotated(cipher, account_id, jobs[2], 1, "c"),
+    ]
+    result = await store.commit_batch(db, [plan.Planned(m) for m in messages])
+    assert [(r.job_id, r.outcome, r.version) for r in result.rotations] == [
+        (jobs[0], "applied", 2),
+        (jobs[1], "applied", 3),
+        (jobs[2], "dropped", 3),
+    ]
+    assert (await credentials(db, cipher, account_id))[:2] == (3, auth_cookie(account_id, "b"))
+    # The whole batch again (a replay): nothing changes. The account remembers the job of
+    # its last rotation only, so the first one, superseded by the second, is told apart
+    # from an operator's change no more and counts as dropped again (plan.rotation_outcome).
+    before = await credentials(db, cipher, account_id)
+    again = await store.commit_batch(db, [plan.Planned(m) for m in messages])
+    assert [r.outcome for r in again.rotations] == ["dropped", "already_applied", "dropped"]
+    assert await credentials(db, cipher, account_id) == before
+    # A deleted account takes no rotation.
+    await db.execute(
+        "UPDATE airbnb.accounts SET deleted_at = now() WHERE account_id = $1", account_id
+    )
+    late = rotated(cipher, account_id, jobs[2], 3, "d")
+    (gone,) = (await store.commit_batch(db, [plan.Planned(late)])).rotations
+    assert gone.outcome == "dropped" and (await credentials(db, cipher, account_id))[0] == 3
+
+
+async def test_a_rotation_without_its_job_goes_to_dead_letters(
+    launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection, secret_keys: str
+) -> None:
+    cipher = CredentialCipher(secret_keys.split(","))
+    start_writer(launcher)
+    js = nc.jetstream()
+    account_id = await account_with_cookie(db, cipher)
+    stray = rotated(cipher, account_id, uuid.uuid4(), 1, "stray")
+    await wait_consumed(js, await publish_all(js, [stray]))
+    (letter,) = await dead_letters_about(js, str(stray.job_id), 1)
+    assert letter.subject == topology.SYNC_CREDENTIALS and "does not exist" in letter.reason
+    assert (await credentials(db, cipher, account_id))[:2] == (
+        1,
+        auth_cookie(account_id, "operator-1"),
+    )

@@ -16,6 +16,7 @@ from services.writer.consumer import classify_error, heartbeat_interval, redeliv
 from services.writer.store import RowEncodeError
 from shared import topology
 from shared.messages import (
+    CredentialsRotated,
     JobEvent,
     ListingResult,
     MessageDecodeError,
@@ -84,6 +85,24 @@ def test_decode_picks_the_model_by_subject() -> None:
     assert plan.decode_result(topology.SYNC_EVENTS, encode(event)) == event
     assert plan.decode_result(topology.SYNC_PROGRESS, encode(result)) == result
     assert isinstance(wire("chart_query", [make_row("chart_query")]), RowBatch)
+    rotated = rotation()
+    assert plan.decode_result(topology.SYNC_CREDENTIALS, encode(rotated)) == rotated
+    # a rotation is no row batch: nothing to convert, no ledger chunk
+    assert plan.plan_message(rotated) == plan.Planned(rotated)
+    assert plan.plan_message(rotated).chunk is None
+
+
+def rotation(
+    job_id: uuid.UUID = JOB, account_id: str = "42", from_version: int = 1
+) -> CredentialsRotated:
+    return CredentialsRotated(
+        job_id=job_id,
+        account_id=account_id,
+        from_version=from_version,
+        cookie_token="gAAAA-rotated",
+        changed=["_aaj"],
+        rotated_at=MIDNIGHT,
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,6 +111,13 @@ def test_decode_picks_the_model_by_subject() -> None:
         (topology.SYNC_PROGRESS, b"not json"),
         (topology.SYNC_PROGRESS, b'{"job_id": "x"}'),
         (topology.SYNC_EVENTS, b"{}"),
+        (topology.SYNC_CREDENTIALS, b"{}"),
+        # a version below 1 is no version the accounts table can hold
+        (
+            topology.SYNC_CREDENTIALS,
+            b'{"job_id": "00000000-0000-0000-0000-000000000001", "account_id": "42",'
+            b' "from_version": 0, "cookie_token": "t", "rotated_at": "2025-07-11T00:00:00Z"}',
+        ),
         ("airbnb.sync.elsewhere", b"{}"),
     ],
 )
@@ -303,6 +329,60 @@ def test_orphans_are_unknown_jobs_and_foreign_accounts() -> None:
     bad = plan.orphans(batch, {JOB: plan.JobRef("42", "running")})
     assert set(bad) == {1, 2}
     assert "does not exist" in bad[1] and "belongs to account 42" in bad[2]
+
+
+def test_a_rotation_of_an_unknown_job_is_an_orphan() -> None:
+    batch = [plan.Planned(rotation(uuid.uuid4())), plan.Planned(rotation(JOB, account_id="7"))]
+    bad = plan.orphans(batch, {JOB: plan.JobRef("42", "failed")})
+    assert set(bad) == {0, 1}
+    assert "does not exist" in bad[0] and "belongs to account 42" in bad[1]
+
+
+# --- rotated credentials ------------------------------------------------------------------
+
+
+def test_rotations_keep_message_order() -> None:
+    first, second = rotation(from_version=3), rotation(uuid.uuid4(), from_version=4)
+    batch = [
+        plan.Planned(second),
+        plan.Planned(listing_result("failed")),
+        plan.Planned(first),
+    ]
+    assert plan.rotations(batch) == [second, first]
+
+
+@pytest.mark.parametrize(
+    ("applied", "current", "outcome"),
+    [
+        (True, None, "applied"),
+        # the version this job set: a redelivery or a stream replay
+        (False, plan.AccountCredentials(2, JOB, False), "already_applied"),
+        # ... and still once the operator gave new credentials on top of it
+        (False, plan.AccountCredentials(3, JOB, False), "already_applied"),
+        # ... or deleted the account since
+        (False, plan.AccountCredentials(2, JOB, True), "already_applied"),
+        # the operator changed the credentials while the sync ran
+        (False, plan.AccountCredentials(2, None, False), "dropped"),
+        # another job's rotation got there first
+        (False, plan.AccountCredentials(2, uuid.uuid4(), False), "dropped"),
+        # the account was deleted before the rotation came
+        (False, plan.AccountCredentials(1, None, True), "dropped"),
+        # no such account at all
+        (False, None, "dropped"),
+    ],
+)
+def test_rotation_outcome(
+    applied: bool, current: plan.AccountCredentials | None, outcome: str
+) -> None:
+    assert plan.rotation_outcome(rotation(from_version=1), applied=applied, current=current) == (
+        outcome
+    )
+
+
+def test_rotation_sql_checks_the_version_and_leaves_the_mark() -> None:
+    assert "credentials_version = $2" in sql.APPLY_ROTATION
+    assert "deleted_at IS NULL" in sql.APPLY_ROTATION
+    assert "credentials_invalid_at" not in sql.APPLY_ROTATION
 
 
 # --- job completion -----------------------------------------------------------------------

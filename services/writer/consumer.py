@@ -13,8 +13,11 @@ Per batch (docs/data-path.md, Writer):
   once; for another reason it is nak'ed with a delay, and dead-lettered when it
   reaches ``topology.MAX_DELIVER`` deliveries. The rest keep flowing.
 
-After a commit: acks, metrics, one log line per job state change, and a core-NATS
-notification per job touched on ``airbnb.jobs.{job_id}`` for progress displays.
+After a commit: acks, metrics, one log line per job state change and per rotated
+credentials applied or dropped (names of the changed cookies and versions, never
+a token), and a core-NATS notification per job touched on ``airbnb.jobs.{job_id}``
+for progress displays. A rotation that was applied already (a redelivery, a replay)
+is neither counted nor logged: it changed nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from shared.backoff import capped_backoff
 from shared.dead_letters import send_to_dead_letters
 from shared.logs import log_context
 from shared.messages import MessageDecodeError
-from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, JOBS, ROWS_WRITTEN
+from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, CREDENTIAL_ROTATIONS, JOBS, ROWS_WRITTEN
 from shared.topology import heartbeat_interval
 
 log = logging.getLogger("sync_airbnb.writer")
@@ -357,6 +360,32 @@ class Writer:
                         **({"rows_written": snapshot.get("rows_written")} if final else {}),
                     },
                 )
+        for r in result.rotations:
+            if r.outcome == "already_applied":
+                continue
+            CREDENTIAL_ROTATIONS.labels(outcome=r.outcome).inc()
+            with log_context(job_id=str(r.job_id), account_id=r.account_id):
+                if r.outcome == "applied":
+                    log.info(
+                        "account %s: credentials rotated by job %s saved (version %d -> %s; "
+                        "changed: %s)",
+                        r.account_id,
+                        r.job_id,
+                        r.from_version,
+                        r.version,
+                        ", ".join(r.changed) or "not named",
+                        extra={"from_version": r.from_version, "version": r.version},
+                    )
+                else:
+                    log.warning(
+                        "account %s: credentials rotated by job %s dropped: the sync started "
+                        "from version %d, the account is at %s (changed since, or deleted)",
+                        r.account_id,
+                        r.job_id,
+                        r.from_version,
+                        r.version if r.version is not None else "no such account",
+                        extra={"from_version": r.from_version, "version": r.version},
+                    )
         for job_id, snapshot in result.jobs.items():
             payload = {**snapshot, "final": snapshot["status"] in plan.FINAL_STATUSES}
             try:

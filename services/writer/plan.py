@@ -12,6 +12,17 @@ Nothing here touches NATS or PostgreSQL, so every rule is a plain unit test:
   touch a row twice; the later message wins, as it would in two batches).
 - :func:`chunk_increments`, :func:`merge_listing_results`, :func:`job_outcome`
   and :func:`job_error` are the bookkeeping rules of docs/data-path.md.
+- :func:`rotations` and :func:`rotation_outcome` are the rules for rotated
+  credentials (``CredentialsRotated`` on ``airbnb.sync.credentials``): each one is
+  tried in message order against the version the one before left, and is
+  *applied* (the account still has ``from_version``), *already applied* (the
+  account's current credentials came from this very job: a redelivery or a stream
+  replay, a no-op) or *dropped* (someone, mostly the operator, changed the
+  credentials in between, or the account is deleted). A rotation whose job does
+  not exist, or belongs to another account, is an orphan like any other message
+  (:func:`orphans`): it goes to the dead letters, since the scheduler creates every
+  job before its request is published and a stray rotation would be the only
+  message able to change an account's credentials without a job to vouch for it.
 
 The row conversion is the writer's only per-row Python work, so it is built from
 lookups prepared once per table (an ``itemgetter`` over the column names, and a
@@ -32,6 +43,7 @@ from shared import topology
 from shared.airbnb.pivots import scrape_time
 from shared.messages import (
     FINAL_JOB_STATUSES,
+    CredentialsRotated,
     JobEvent,
     JobStatus,
     ListingResult,
@@ -41,7 +53,7 @@ from shared.messages import (
 )
 from shared.metric_tables import EXTRA_METRICS_COLUMN, METRIC_TABLES, TABLE_NAMES, MetricTable
 
-ResultMessage = RowBatch | ListingResult | JobEvent
+ResultMessage = RowBatch | ListingResult | JobEvent | CredentialsRotated
 Row = list[Any]
 # (job_id, listing_id, table, chunk_no): the ledger's name of one RowBatch.
 ChunkKey = tuple[uuid.UUID, str, str, int]
@@ -52,6 +64,7 @@ _MODELS: Final[dict[str, type[ResultMessage]]] = {
     **{topology.rows_subject(t): RowBatch for t in TABLE_NAMES},
     topology.SYNC_PROGRESS: ListingResult,
     topology.SYNC_EVENTS: JobEvent,
+    topology.SYNC_CREDENTIALS: CredentialsRotated,
 }
 
 
@@ -516,3 +529,51 @@ def advances_last_sync(status: JobStatus) -> bool:
     looking never-synced (or as synced as before), so the next run still backfills.
     """
     return status in ("succeeded", "partial")
+
+
+# --- rotated credentials ------------------------------------------------------------------
+
+RotationOutcome = Literal["applied", "already_applied", "dropped"]
+
+
+def rotations(batch: Iterable[Planned]) -> list[CredentialsRotated]:
+    """The batch's rotations in message order: two of one account must apply in turn,
+    the second against the version the first left."""
+    return [p.message for p in batch if isinstance(p.message, CredentialsRotated)]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountCredentials:
+    """What the writer reads of an account to judge a rotation that did not apply."""
+
+    version: int
+    rotated_job_id: uuid.UUID | None
+    deleted: bool
+
+
+def rotation_outcome(
+    rotation: CredentialsRotated, *, applied: bool, current: AccountCredentials | None
+) -> RotationOutcome:
+    """``applied`` is whether the conditional UPDATE matched; ``current`` is the account as
+    it is when it did not (None: no such account).
+
+    Already applied: the account's credentials were last rotated by this job and have
+    moved past ``from_version``. That holds for a redelivery or a replay, and still after
+    the operator gave new credentials on top (the rotation was counted when it applied;
+    a replay must not count it again as dropped). One job reads one version, so no other
+    rotation of the same job can be mistaken for this one.
+
+    The account remembers the job of its last rotation only: a replayed rotation that a
+    later rotation superseded looks like one the operator overrode, and is counted (and
+    logged) as dropped once more. The database is left as it is either way; only a
+    ledger of applied rotations would tell the two apart.
+    """
+    if applied:
+        return "applied"
+    if (
+        current is not None
+        and current.rotated_job_id == rotation.job_id
+        and current.version > rotation.from_version
+    ):
+        return "already_applied"
+    return "dropped"

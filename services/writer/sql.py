@@ -186,3 +186,21 @@ SELECT job_id, account_id, status, listings_total, listings_succeeded, listings_
        rows_written, error
 FROM airbnb.sync_jobs WHERE job_id = ANY($1::uuid[])
 """
+
+# Rotated credentials (plan.rotation_outcome): only while the account still has the
+# version the sync read, so credentials the operator gave in between win. The needs-
+# credentials mark is left alone: a sync that rotated and then failed on auth stays marked.
+APPLY_ROTATION = """
+UPDATE airbnb.accounts
+SET credentials_encrypted = $3, credentials_version = credentials_version + 1,
+    credentials_rotated_at = $4, credentials_rotated_job_id = $5, updated_at = now()
+WHERE account_id = $1 AND credentials_version = $2 AND deleted_at IS NULL
+RETURNING credentials_version
+"""
+
+# After a rotation did not apply: why (a later statement, so it sees what the UPDATE
+# waited for, under READ COMMITTED).
+ACCOUNT_CREDENTIALS = """
+SELECT credentials_version, credentials_rotated_job_id, deleted_at IS NOT NULL AS deleted
+FROM airbnb.accounts WHERE account_id = $1
+"""

@@ -11,11 +11,16 @@ order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
    them): the bookkeeping and completion checks of two writers must not
    interleave, and the lock says which jobs are final already;
 5. counters of new chunks, listing results, job events, for jobs not final;
-6. the completion check of every job touched.
+6. the completion check of every job touched;
+7. rotated credentials, in message order, whatever the job's status (a sync that
+   rotated and then failed still saves them): each applies only while the account
+   has the version its sync read (plan.rotation_outcome). Last, so the account row
+   is locked after the jobs, as the job bookkeeping above locks it.
 
 A final job is never written again, so replaying a whole stream changes nothing:
 its chunks are in the ledger (no rows, no counters) and its results and events
-are skipped.
+are skipped; its rotation finds the version it set and is a no-op. The writer
+never decrypts a rotated token: it stores the token as the fetcher encrypted it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import orjson
 
 from services.writer import plan, sql
 from services.writer.plan import FINAL_STATUSES, JobRef, Planned
-from shared.messages import JobEvent, ListingResult
+from shared.messages import CredentialsRotated, JobEvent, ListingResult
 from shared.metric_tables import METRIC_TABLES, SCHEMA
 
 
@@ -56,6 +61,19 @@ class Transition:
     counts: dict[str, int | None] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What became of one CredentialsRotated, for the metrics and the log after commit."""
+
+    job_id: uuid.UUID
+    account_id: str
+    from_version: int
+    outcome: plan.RotationOutcome
+    # the account's version after this rotation (None: no such account)
+    version: int | None
+    changed: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class CommitResult:
     rows_copied: int = 0
@@ -64,6 +82,7 @@ class CommitResult:
     transitions: list[Transition] = field(default_factory=list)
     # job_id -> the job row after commit, for the progress notifications
     jobs: dict[uuid.UUID, dict[str, object]] = field(default_factory=dict)
+    rotations: list[Rotation] = field(default_factory=list)
 
 
 def _count(status: str) -> int:
@@ -223,6 +242,9 @@ async def commit_batch(
         unfinished = [j for j in job_ids if jobs[j].status not in FINAL_STATUSES]
         await _complete(conn, unfinished, jobs, result)
 
+        for rotation in plan.rotations(batch):
+            result.rotations.append(await _apply_rotation(conn, rotation))
+
         changed = [j for j in job_ids if j in active]
         if changed:
             for r in await conn.fetch(sql.JOB_SNAPSHOTS, changed):
@@ -264,6 +286,41 @@ async def _apply_event(
         await conn.execute(sql.FAIL_JOB, event.job_id, error)
     jobs[event.job_id] = JobRef(job.account_id, "failed")
     result.transitions.append(Transition(event.job_id, job.account_id, "failed", error))
+
+
+async def _apply_rotation(conn: asyncpg.Connection, rotation: CredentialsRotated) -> Rotation:
+    def outcome(what: plan.RotationOutcome, version: int | None) -> Rotation:
+        return Rotation(
+            rotation.job_id,
+            rotation.account_id,
+            rotation.from_version,
+            what,
+            version,
+            tuple(rotation.changed),
+        )
+
+    applied = await conn.fetchval(
+        sql.APPLY_ROTATION,
+        rotation.account_id,
+        rotation.from_version,
+        rotation.cookie_token,
+        rotation.rotated_at,
+        rotation.job_id,
+    )
+    if applied is not None:
+        return outcome(plan.rotation_outcome(rotation, applied=True, current=None), applied)
+    row = await conn.fetchrow(sql.ACCOUNT_CREDENTIALS, rotation.account_id)
+    current = (
+        plan.AccountCredentials(
+            row["credentials_version"], row["credentials_rotated_job_id"], row["deleted"]
+        )
+        if row is not None
+        else None
+    )
+    return outcome(
+        plan.rotation_outcome(rotation, applied=False, current=current),
+        current.version if current is not None else None,
+    )
 
 
 async def _complete(
