@@ -60,7 +60,9 @@ async def rotate_all(dsn: str, cipher: CredentialCipher, *, batch: int = BATCH) 
                     except CredentialsError:
                         failed += 1
                         log.error("account %s: token decrypts with no key", row["account_id"])
-                # updated_at is left alone: the credential's meaning did not change.
+                # updated_at and credentials_version are left alone: the credential's
+                # meaning did not change, so a sync's rotation from this version still
+                # applies (the row lock orders it before or after this re-encryption).
                 await conn.executemany(
                     "UPDATE airbnb.accounts SET credentials_encrypted = $2 WHERE account_id = $1",
                     updates,
