@@ -31,6 +31,12 @@ Decisions worth knowing:
 - The cookie is a write-only field: encrypted (``CredentialCipher``, MultiFernet over
   ``SECRET_KEYS``) before any query, excluded from ``repr``/``model_dump``, never read
   back, never echoed by a 422 (errors carry field, message and type, not the input).
+- ``airbnb_cookie`` is a Cookie header or a browser's ``[{name, value}]`` list; only
+  the auth group is kept (``accounts.intake_cookie`` over shared/airbnb/cookies.py),
+  and a cookie without ``_airbed_session_id``/``_aat``/``_user_attributes``, or whose
+  ``_user_attributes`` is another host's, is a 422 on ``airbnb_cookie``. Each change
+  of the stored cookie bumps ``credentials_version``, which lets a sync's rotated
+  cookies (saved by the writer) lose to credentials given here in between.
 - An account change is committed only after JetStream stored its event; if NATS is
   down the change is rolled back and the answer is 503 (no unannounced change).
 - A soft-deleted account must be restored before it can be updated (409).
