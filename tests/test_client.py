@@ -622,6 +622,13 @@ def start_simulator(launcher: ServiceLauncher, faults: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+async def simulated_cookie(base: str, account_id: str) -> str:
+    """The browser cookie of the account's current login, as the simulator hands it out."""
+    async with aiohttp.ClientSession(base) as http:
+        accounts = await (await http.get("/_sim/accounts")).json()
+    return next(a["cookie"] for a in accounts if a["account_id"] == account_id)
+
+
 def unwrap(wrapper: dict[str, Any]) -> int | float:
     return int(wrapper["longValue"]) if "longValue" in wrapper else wrapper["doubleValue"]
 
@@ -679,6 +686,7 @@ async def test_hundred_requests_through_5xx_and_429_all_correct(
         {"server_error_rate": 0.2, "rate_limit_rate": 0.1, "retry_after_s": 0, "seed": 8},
     )
     account = build_world(2, 3, SIM_SEED).accounts[0]
+    cookie = await simulated_cookie(base, account.account_id)
     plan = request_plan(list(account.listing_ids), 100)
     ops = (CHART.operation_name, LIST_OF_METRICS.operation_name)
 
@@ -693,9 +701,9 @@ async def test_hundred_requests_through_5xx_and_429_all_correct(
     limited_before = rate_limited()
 
     async with AirbnbClient(
-        cookie=account.cookie,
+        cookie=cookie,
         x_client_version="sim",
-        user_agent="pytest",
+        user_agent=CHROME_UA,
         base_url=base,
         min_interval_s=0,
         max_attempts=10,
@@ -703,6 +711,7 @@ async def test_hundred_requests_through_5xx_and_429_all_correct(
         backoff_cap_s=0.05,
         rng=random.Random(2),
     ) as client:
+        await client.preflight()  # Airbnb's session rules are on: a browser loads the page
         for query, listing_id, metric, window in plan:
             if query is CHART:
                 body = chart_payload(listing_id, window, TODAY, metric)
@@ -721,6 +730,7 @@ async def test_hundred_requests_through_5xx_and_429_all_correct(
     # Every attempt reached the simulator; every retry is one of them.
     assert counts[account.account_id]["total"] == 100 + server_errors + limited
     assert sum(counts[account.account_id]["listings_ok"].values()) == 100
+    assert counts[account.account_id]["strikes"] == 0
 
 
 @pytest.mark.parametrize("form", list(AuthForm))
@@ -729,16 +739,18 @@ async def test_expired_session_stops_at_the_first_request(
 ) -> None:
     account = build_world(2, 3, SIM_SEED).accounts[1]
     base = start_simulator(bare_launcher, {"expired_sessions": {account.account_id: form.value}})
+    cookie = await simulated_cookie(base, account.account_id)
 
     async with AirbnbClient(
-        cookie=account.cookie,
+        cookie=cookie,
         x_client_version="sim",
-        user_agent="pytest",
+        user_agent=CHROME_UA,
         base_url=base,
         min_interval_s=0,
         max_attempts=5,
         backoff_base_s=0.01,
     ) as client:
+        await client.preflight()
         with pytest.raises(AuthError):
             await client.post(LISTINGS_SECTION, listings_section_payload())
 

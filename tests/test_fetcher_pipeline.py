@@ -25,9 +25,9 @@ from services.simulator.data import (
     Account,
     airbnb_days,
     build_world,
-    daily_metrics,
     expected_metric_values,
     expected_value_change,
+    observed_metrics,
 )
 from services.simulator.protocol import parse_request
 from services.simulator.responses import build_response, malformed_component
@@ -99,7 +99,8 @@ def test_rows_equal_the_simulator_truth(first_run: bool) -> None:
         assert len(keys) == len(set(keys)), f"{table} repeats a key"
 
     for row in tables["chart_query"][::5]:
-        truth = daily_metrics(SEED, listing.listing_id, row["metric_date"])
+        # A future stay date carries its counts as built up by the scrape day.
+        truth = observed_metrics(SEED, listing.listing_id, row["metric_date"], TODAY)
         assert row["p3_impressions_your_value"] == truth.your.p3_impressions
         assert row["p3_impressions_similar_value"] == truth.similar.p3_impressions
         assert row["p3_impressions_your_value_string"] == str(truth.your.p3_impressions)
@@ -140,8 +141,10 @@ def test_incremental_window_has_the_expected_plan_and_row_counts() -> None:
     assert window == DateRange(date(2025, 6, 29), date(2025, 8, 16))
     plan, tables = listing_tables(listing_of(ACCOUNT, 1), window)
     assert len(plan) == 2 * 2 + 7 * 2
-    # Days 06-30 .. 07-11: Airbnb never returns a point after today.
-    assert len(tables["chart_query"]) == 12
+    # Every day of the window, dated a day later by Airbnb: 06-30 .. 08-17, the 37 days
+    # after today included (Airbnb answers future stay dates with data).
+    dates = [r["metric_date"] for r in tables["chart_query"]]
+    assert (dates[0], dates[-1], len(dates)) == (date(2025, 6, 30), date(2025, 8, 17), 49)
     assert len(tables["chart_summary"]) == 2
     assert len(tables["list_of_metrics"]) == 7
 
