@@ -154,6 +154,9 @@ class JobEvent(Message):
     listings_total: int | None = None
     listing_ids: list[str] = Field(default_factory=list)
     reason: str | None = None
+    # auth_failed: the credentials version Airbnb rejected. The writer marks the account
+    # only while it still has that version: cookies the operator gave meanwhile are new.
+    credentials_version: int | None = Field(default=None, ge=1)
     at: dt.datetime
 
 

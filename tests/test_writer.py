@@ -422,6 +422,32 @@ async def test_auth_failure_fails_the_job_and_marks_the_account(
     assert len(await metric_rows(db, "chart_query", account_id)) == 10
 
 
+async def test_an_auth_failure_of_replaced_credentials_leaves_the_account_unmarked(
+    launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    """The operator gave new cookies while a sync on the old ones ran into Airbnb's 401."""
+    start_writer(launcher)
+    account_id, job_id = await new_job(db)
+    await db.execute(
+        "UPDATE airbnb.accounts SET credentials_version = 2 WHERE account_id = $1", account_id
+    )
+    messages, _ = sync_messages(account_id, job_id)
+    stale = JobEvent(
+        job_id=job_id,
+        account_id=account_id,
+        event="auth_failed",
+        reason="HTTP 401 from ChartQuery",
+        credentials_version=1,
+        at=MIDNIGHT + dt.timedelta(hours=5, minutes=1),
+    )
+    await publish_all(nc.jetstream(), [messages[0], stale])
+
+    job = await wait_job_final(db, job_id)
+    assert job["status"] == "failed" and "authentication failed" in job["error"]
+    account = await db.fetchrow("SELECT * FROM airbnb.accounts WHERE account_id = $1", account_id)
+    assert account["credentials_invalid_at"] is None  # version 2 is untested, not rejected
+
+
 async def test_republishing_everything_changes_nothing(
     launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection
 ) -> None:

@@ -167,6 +167,7 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
                     account_id=req.account_id,
                     event="auth_failed",
                     reason=pipeline.clip_reason(str(exc)),
+                    credentials_version=req.credentials.version,
                     at=now(),
                 ),
             )

@@ -135,10 +135,11 @@ UPDATE airbnb.sync_jobs SET status = 'failed', error = $2, finished_at = now(), 
 WHERE job_id = $1 AND status IN ('queued', 'running')
 """
 
+# $4: the credentials version Airbnb rejected (NULL from an older fetcher: any version).
 MARK_CREDENTIALS_INVALID = """
 UPDATE airbnb.accounts
 SET credentials_invalid_at = $2, credentials_error = $3, updated_at = now()
-WHERE account_id = $1
+WHERE account_id = $1 AND ($4::integer IS NULL OR credentials_version = $4)
 """
 
 PROMOTE_LISTINGS = """

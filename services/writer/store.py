@@ -280,7 +280,15 @@ async def _apply_event(
         error = f"authentication failed: {reason}; the account needs new credentials"
         await conn.execute(sql.FAIL_JOB, event.job_id, error)
         # The job's account, not the message's: the lock proved they are the same.
-        await conn.execute(sql.MARK_CREDENTIALS_INVALID, job.account_id, event.at, reason)
+        # Not when the operator gave new credentials since the sync started: they are
+        # untested, and a mark would keep the scheduler from ever trying them.
+        await conn.execute(
+            sql.MARK_CREDENTIALS_INVALID,
+            job.account_id,
+            event.at,
+            reason,
+            event.credentials_version,
+        )
     else:
         error = f"sync failed: {event.reason or 'the fetcher gave no reason'}"
         await conn.execute(sql.FAIL_JOB, event.job_id, error)
