@@ -97,6 +97,24 @@ async def create_accounts(admin: Admin, sim: Simulator) -> None:
         assert status == 201, body
 
 
+async def daily_stack(
+    infra: Infra, tmp_path: Path, **fetcher_env: str
+) -> tuple[Stack, Simulator, Admin, ServiceProcess, Path]:
+    """Day 1: the simulator (keeping its sessions in a state dir), a writer, a fetcher, the
+    admin, the accounts created through it with the hosts' browser cookies, a scheduler."""
+    stack = infra.stack(DAY_1)
+    state_dir = tmp_path / "sim-state"
+    sim = await stack.start_simulator(
+        accounts=2, listings=2, seed=SEED, SIM_STATE_DIR=str(state_dir)
+    )
+    stack.start("writer")
+    stack.start("fetcher", **fetcher_env)
+    admin = start_admin(stack)
+    await create_accounts(admin, sim)
+    scheduler = stack.start("scheduler", **SMALL_WINDOWS)
+    return stack, sim, admin, scheduler, state_dir
+
+
 async def next_day(
     stack: Stack, sim: Simulator, scheduler: ServiceProcess, state_dir: Path
 ) -> tuple[Simulator, ServiceProcess]:
@@ -150,18 +168,9 @@ def secret_values(cookie_header: str) -> set[str]:
 async def test_thirty_days_of_daily_syncs_keep_every_session_alive(
     infra: Infra, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    stack = infra.stack(DAY_1)
-    state_dir = tmp_path / "sim-state"
-    sim = await stack.start_simulator(
-        accounts=2, listings=2, seed=SEED, SIM_STATE_DIR=str(state_dir)
-    )
+    stack, sim, admin, scheduler, state_dir = await daily_stack(infra, tmp_path)
     ids = [a["account_id"] for a in sim.accounts]
-    given = {a["account_id"]: a["cookie"] for a in sim.accounts}
-    stack.start("writer")
-    stack.start("fetcher")
-    admin = start_admin(stack)
-    await create_accounts(admin, sim)  # the only cookie the operator ever gives
-    scheduler = stack.start("scheduler", **SMALL_WINDOWS)
+    given = {a["account_id"]: a["cookie"] for a in sim.accounts}  # the only cookies given
 
     versions: list[int] = []
     statuses: dict[dt.date, list[str]] = {}
@@ -231,17 +240,11 @@ async def test_thirty_days_of_daily_syncs_keep_every_session_alive(
 async def test_the_cookie_replayed_verbatim_loses_the_session_by_day_two(
     infra: Infra, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    stack = infra.stack(DAY_1)
-    state_dir = tmp_path / "sim-state"
-    sim = await stack.start_simulator(
-        accounts=2, listings=2, seed=SEED, SIM_STATE_DIR=str(state_dir)
+    # The old client, test-only: the stored cookie verbatim, no preflight, nothing saved.
+    stack, sim, admin, scheduler, state_dir = await daily_stack(
+        infra, tmp_path, AIRBNB_SESSION_MODE="replay"
     )
     ids = [a["account_id"] for a in sim.accounts]
-    stack.start("writer")
-    stack.start("fetcher", AIRBNB_SESSION_MODE="replay")  # the old client, test-only
-    admin = start_admin(stack)
-    await create_accounts(admin, sim)
-    scheduler = stack.start("scheduler", **SMALL_WINDOWS)
 
     failed: dict[str, asyncpg.Record] = {}
     for day_no in (1, 2):

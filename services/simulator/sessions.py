@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from shared.airbnb.cookies import AUTH_COOKIES
+
 STRIKES_TO_END = 3
 DEFAULT_ROTATE_EVERY = 5
 AAJ = "_aaj"
@@ -77,18 +79,7 @@ LOGIN_REDIRECT = "/login?redirect_url=" + quote("/hosting/insights", safe="")
 # short real Max-Age would end cookies the simulated rules still call valid.
 COOKIE_MAX_AGE_S = 365 * 24 * 3600
 # Airbnb marks its auth cookies HttpOnly; page scripts read the bot-manager ones.
-HTTPONLY_COOKIES = frozenset(
-    {
-        "_airbed_session_id",
-        "_aaj",
-        "_aat",
-        "auth_jitney_session_id",
-        "hli",
-        "li",
-        "_user_attributes",
-        "bev",
-    }
-)
+HTTPONLY_COOKIES = frozenset(AUTH_COOKIES)
 
 # The dashboard's fixed-value headers on every GraphQL request (names case-insensitive).
 FIXED_HEADERS: Mapping[str, str] = {

@@ -93,14 +93,21 @@ def components_explicitly_null(payload: dict[str, Any]) -> bool:
     )
 
 
+def status_verdict(status: int) -> tuple[Kind, str] | None:
+    """What the status alone says, whatever the body: rejected, rate limited, broken."""
+    if status in (401, 403):
+        return Kind.AUTH, f"http_{status}"
+    if status == 429:
+        return Kind.RATE_LIMITED, "rate_limited"
+    if status >= 500:
+        return Kind.TRANSIENT, "http_5xx"
+    return None
+
+
 def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
     """What one HTTP answer from Airbnb means for the client."""
-    if status in (401, 403):
-        return Verdict(Kind.AUTH, f"http_{status}")
-    if status == 429:
-        return Verdict(Kind.RATE_LIMITED, "rate_limited")
-    if status >= 500:
-        return Verdict(Kind.TRANSIENT, "http_5xx")
+    if (by_status := status_verdict(status)) is not None:
+        return Verdict(*by_status)
     if looks_like_login_page(content_type, body):
         return Verdict(Kind.AUTH, "login_page")
     try:
@@ -150,12 +157,8 @@ def _is_login_path(path: str) -> bool:
 
 def classify_preflight(url: str, status: int, location: str | None) -> PreflightStep:
     """One hop of ``GET /hosting/insights``: follow, live, login (expired), or an error."""
-    if status in (401, 403):
-        return PreflightStep(Kind.AUTH, f"preflight http_{status}")
-    if status == 429:
-        return PreflightStep(Kind.RATE_LIMITED, "rate_limited")
-    if status >= 500:
-        return PreflightStep(Kind.TRANSIENT, "http_5xx")
+    if (by_status := status_verdict(status)) is not None:
+        return PreflightStep(*by_status)
     if 300 <= status < 400:
         if not location:
             return PreflightStep(Kind.UNEXPECTED, f"preflight http_{status} without Location")
