@@ -51,6 +51,7 @@ by ``repr``; curl's own exceptions are not chained into the errors raised here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -238,7 +239,8 @@ class AirbnbClient:
             # Redirects are followed by preflight() hop by hop, to see where they lead.
             allow_redirects=False,
             timeout=self.timeout_s,
-            verify=self._ca_file if self._ca_file else True,
+            # A CA file path works at session level too (curl's CAINFO); typed bool only.
+            verify=self._ca_file if self._ca_file else True,  # type: ignore[arg-type]
             discard_cookies=self.cookie_mode == "replay",
             max_clients=2,
         )
@@ -368,7 +370,7 @@ class AirbnbClient:
         for _hop in range(MAX_PREFLIGHT_REDIRECTS + 1):
             try:
                 step: PreflightStep = await self._retrying(
-                    PREFLIGHT, lambda url=url: self._preflight_hop(url)
+                    PREFLIGHT, functools.partial(self._preflight_hop, url)
                 )
             except AuthError:
                 AIRBNB_PREFLIGHTS.labels("login_redirect").inc()
