@@ -147,7 +147,9 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     async with new_client(deps, req, cookies.format_cookie_header(stored)) as client:
         try:
             try:
-                if client.cookie_mode == "jar":
+                # A redelivery (or a replay) with every listing already published asks
+                # Airbnb nothing, so it loads no page either.
+                if client.cookie_mode == "jar" and not await nothing_left(deps, req):
                     await client.preflight()
                 listings = await job_listings(deps, client, req)
                 for listing in listings:
@@ -174,6 +176,18 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
             return "auth_failed"
     log.info("sync finished: %d listings", len(listings), extra={"listings": len(listings)})
     return "completed"
+
+
+async def nothing_left(deps: SyncDeps, req: SyncRequest) -> bool:
+    """True when an earlier delivery announced the listings and recorded every one."""
+    stored = await kv_get(deps.kv, topology.fetch_listings_key(req.job_id))
+    if stored is None:
+        return False
+    for listing in pipeline.decode_listings(stored):
+        key = topology.fetch_progress_key(req.job_id, listing.listing_id)
+        if await kv_get(deps.kv, key) is None:
+            return False
+    return True
 
 
 def _cancelling() -> bool:
