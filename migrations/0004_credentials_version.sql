@@ -8,7 +8,16 @@
 ALTER TABLE airbnb.accounts
     ADD COLUMN credentials_version integer NOT NULL DEFAULT 1 CHECK (credentials_version >= 1),
     -- when the fetcher last saved rotated cookies (NULL: never)
-    ADD COLUMN credentials_rotated_at timestamptz,
-    -- the job whose rotation set the current version: a redelivered or replayed
-    -- CredentialsRotated of that job is recognised as already applied
-    ADD COLUMN credentials_rotated_job_id uuid;
+    ADD COLUMN credentials_rotated_at timestamptz;
+
+-- Every CredentialsRotated the writer has handled, applied or dropped, by the job and the
+-- version it started from (one sync reads one version): a redelivered or replayed one
+-- finds its row and changes nothing, not even a counter. Only within the results
+-- stream's max_age (7 days) can a rotation come again; older rows may be deleted.
+CREATE TABLE airbnb.credential_rotations (
+    job_id uuid NOT NULL,
+    from_version integer NOT NULL,
+    account_id text NOT NULL,
+    handled_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, from_version)
+);

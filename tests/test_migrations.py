@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "sync_jobs",
     "sync_job_listings",
     "sync_committed_chunks",
+    "credential_rotations",
 }
 
 

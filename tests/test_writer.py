@@ -742,17 +742,19 @@ def rotated(
 
 async def credentials(
     db: asyncpg.Connection, cipher: CredentialCipher, account_id: str
-) -> tuple[int, str, dt.datetime | None, uuid.UUID | None]:
+) -> tuple[int, str, dt.datetime | None, int]:
+    """version, the stored cookie, credentials_rotated_at, rotations in the ledger"""
     row = await db.fetchrow(
         "SELECT credentials_version, credentials_encrypted, credentials_rotated_at,"
-        " credentials_rotated_job_id FROM airbnb.accounts WHERE account_id = $1",
+        " (SELECT count(*) FROM airbnb.credential_rotations r WHERE r.account_id = a.account_id)"
+        " AS handled FROM airbnb.accounts a WHERE account_id = $1",
         account_id,
     )
     return (
         row["credentials_version"],
         cipher.decrypt(row["credentials_encrypted"]),
         row["credentials_rotated_at"],
-        row["credentials_rotated_job_id"],
+        row["handled"],
     )
 
 
@@ -795,7 +797,7 @@ async def test_rotated_credentials_apply_once_and_lose_to_the_operators(
         2,
         auth_cookie(account_id, "rotated-1"),
         first.rotated_at,
-        job_id,
+        1,
     )
     marked = await db.fetchrow(
         "SELECT credentials_invalid_at, credentials_error FROM airbnb.accounts"
@@ -827,17 +829,17 @@ async def test_rotated_credentials_apply_once_and_lose_to_the_operators(
         3,
         auth_cookie(account_id, "operator-2"),
         first.rotated_at,
-        job_id,
+        2,
     )
     assert await rotation_counts(writer) == {"applied": 1, "dropped": 1}
-    # ... and the first job's rotation replayed on top of the operator's is not dropped
-    # a second time: it was counted when it applied.
+    # ... and both replayed on top of the operator's: the ledger knows them, so neither
+    # changes anything nor is counted again.
     await wait_consumed(js, await publish_all(js, [first, stale], with_ids=False))
     assert (await credentials(db, cipher, account_id))[:2] == (
         3,
         auth_cookie(account_id, "operator-2"),
     )
-    assert await rotation_counts(writer) == {"applied": 1, "dropped": 2}
+    assert await rotation_counts(writer) == {"applied": 1, "dropped": 1}
 
     logs = writer.output()
     dropped = [line for line in logs.splitlines() if "dropped" in line and account_id in line]
@@ -867,20 +869,25 @@ async def test_rotations_of_one_account_in_one_batch_apply_in_order(
         (jobs[2], "dropped", 3),
     ]
     assert (await credentials(db, cipher, account_id))[:2] == (3, auth_cookie(account_id, "b"))
-    # The whole batch again (a replay): nothing changes. The account remembers the job of
-    # its last rotation only, so the first one, superseded by the second, is told apart
-    # from an operator's change no more and counts as dropped again (plan.rotation_outcome).
+    # The whole batch again (a replay): the ledger holds all three, nothing changes.
     before = await credentials(db, cipher, account_id)
     again = await store.commit_batch(db, [plan.Planned(m) for m in messages])
-    assert [r.outcome for r in again.rotations] == ["dropped", "already_applied", "dropped"]
+    assert [r.outcome for r in again.rotations] == ["already_handled"] * 3
     assert await credentials(db, cipher, account_id) == before
-    # A deleted account takes no rotation.
+    # A deleted account takes no rotation; and restored, the same rotation replayed does
+    # not apply after all (the ledger recorded it as handled when it was dropped).
     await db.execute(
         "UPDATE airbnb.accounts SET deleted_at = now() WHERE account_id = $1", account_id
     )
     late = rotated(cipher, account_id, jobs[2], 3, "d")
     (gone,) = (await store.commit_batch(db, [plan.Planned(late)])).rotations
     assert gone.outcome == "dropped" and (await credentials(db, cipher, account_id))[0] == 3
+    await db.execute(
+        "UPDATE airbnb.accounts SET deleted_at = NULL WHERE account_id = $1", account_id
+    )
+    (replayed,) = (await store.commit_batch(db, [plan.Planned(late)])).rotations
+    assert replayed.outcome == "already_handled"
+    assert (await credentials(db, cipher, account_id))[:2] == (3, auth_cookie(account_id, "b"))
 
 
 async def test_a_rotation_without_its_job_goes_to_dead_letters(

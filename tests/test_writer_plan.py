@@ -352,31 +352,18 @@ def test_rotations_keep_message_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("applied", "current", "outcome"),
+    ("claimed", "applied_version", "outcome"),
     [
-        (True, None, "applied"),
-        # the version this job set: a redelivery or a stream replay
-        (False, plan.AccountCredentials(2, JOB, False), "already_applied"),
-        # ... and still once the operator gave new credentials on top of it
-        (False, plan.AccountCredentials(3, JOB, False), "already_applied"),
-        # ... or deleted the account since
-        (False, plan.AccountCredentials(2, JOB, True), "already_applied"),
-        # the operator changed the credentials while the sync ran
-        (False, plan.AccountCredentials(2, None, False), "dropped"),
-        # another job's rotation got there first
-        (False, plan.AccountCredentials(2, uuid.uuid4(), False), "dropped"),
-        # the account was deleted before the rotation came
-        (False, plan.AccountCredentials(1, None, True), "dropped"),
-        # no such account at all
-        (False, None, "dropped"),
+        (True, 2, "applied"),
+        # the account no longer had from_version: the operator, another rotation, a delete
+        (True, None, "dropped"),
+        # the ledger holds it: a redelivery or a stream replay changes nothing
+        (False, None, "already_handled"),
+        (False, 3, "already_handled"),
     ],
 )
-def test_rotation_outcome(
-    applied: bool, current: plan.AccountCredentials | None, outcome: str
-) -> None:
-    assert plan.rotation_outcome(rotation(from_version=1), applied=applied, current=current) == (
-        outcome
-    )
+def test_rotation_outcome(claimed: bool, applied_version: int | None, outcome: str) -> None:
+    assert plan.rotation_outcome(claimed=claimed, applied_version=applied_version) == outcome
 
 
 def test_rotation_sql_checks_the_version_and_leaves_the_mark() -> None:

@@ -16,8 +16,8 @@ Per batch (docs/data-path.md, Writer):
 After a commit: acks, metrics, one log line per job state change and per rotated
 credentials applied or dropped (names of the changed cookies and versions, never
 a token), and a core-NATS notification per job touched on ``airbnb.jobs.{job_id}``
-for progress displays. A rotation that was applied already (a redelivery, a replay)
-is neither counted nor logged: it changed nothing.
+for progress displays. A rotation handled already (a redelivery, a replay) is
+neither counted nor logged: it changed nothing.
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ class Writer:
                     },
                 )
         for r in result.rotations:
-            if r.outcome == "already_applied":
+            if r.outcome == "already_handled":
                 continue
             CREDENTIAL_ROTATIONS.labels(outcome=r.outcome).inc()
             with log_context(job_id=str(r.job_id), account_id=r.account_id):

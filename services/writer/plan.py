@@ -15,9 +15,9 @@ Nothing here touches NATS or PostgreSQL, so every rule is a plain unit test:
 - :func:`rotations` and :func:`rotation_outcome` are the rules for rotated
   credentials (``CredentialsRotated`` on ``airbnb.sync.credentials``): each one is
   tried in message order against the version the one before left, and is
-  *applied* (the account still has ``from_version``), *already applied* (the
-  account's current credentials came from this very job: a redelivery or a stream
-  replay, a no-op) or *dropped* (someone, mostly the operator, changed the
+  *applied* (the account still has ``from_version``), *already handled* (the
+  rotations ledger holds it: a redelivery or a stream replay of one applied or
+  dropped before, a no-op) or *dropped* (someone, mostly the operator, changed the
   credentials in between, or the account is deleted). A rotation whose job does
   not exist, or belongs to another account, is an orphan like any other message
   (:func:`orphans`): it goes to the dead letters, since the scheduler creates every
@@ -533,7 +533,7 @@ def advances_last_sync(status: JobStatus) -> bool:
 
 # --- rotated credentials ------------------------------------------------------------------
 
-RotationOutcome = Literal["applied", "already_applied", "dropped"]
+RotationOutcome = Literal["applied", "already_handled", "dropped"]
 
 
 def rotations(batch: Iterable[Planned]) -> list[CredentialsRotated]:
@@ -542,38 +542,16 @@ def rotations(batch: Iterable[Planned]) -> list[CredentialsRotated]:
     return [p.message for p in batch if isinstance(p.message, CredentialsRotated)]
 
 
-@dataclass(frozen=True, slots=True)
-class AccountCredentials:
-    """What the writer reads of an account to judge a rotation that did not apply."""
+def rotation_outcome(*, claimed: bool, applied_version: int | None) -> RotationOutcome:
+    """What became of a rotation (sql.APPLY_ROTATION).
 
-    version: int
-    rotated_job_id: uuid.UUID | None
-    deleted: bool
-
-
-def rotation_outcome(
-    rotation: CredentialsRotated, *, applied: bool, current: AccountCredentials | None
-) -> RotationOutcome:
-    """``applied`` is whether the conditional UPDATE matched; ``current`` is the account as
-    it is when it did not (None: no such account).
-
-    Already applied: the account's credentials were last rotated by this job and have
-    moved past ``from_version``. That holds for a redelivery or a replay, and still after
-    the operator gave new credentials on top (the rotation was counted when it applied;
-    a replay must not count it again as dropped). One job reads one version, so no other
-    rotation of the same job can be mistaken for this one.
-
-    The account remembers the job of its last rotation only: a replayed rotation that a
-    later rotation superseded looks like one the operator overrode, and is counted (and
-    logged) as dropped once more. The database is left as it is either way; only a
-    ledger of applied rotations would tell the two apart.
+    ``claimed``: this transaction is the first to handle it (its ledger row is new);
+    otherwise it is a redelivery or a replay of one already applied or dropped, and
+    nothing changes, not even a counter. ``applied_version``: the account's version
+    after it applied, None when the account no longer had the version the sync read
+    (the operator gave new credentials, another rotation came first, or the account
+    is deleted or gone): dropped.
     """
-    if applied:
-        return "applied"
-    if (
-        current is not None
-        and current.rotated_job_id == rotation.job_id
-        and current.version > rotation.from_version
-    ):
-        return "already_applied"
-    return "dropped"
+    if not claimed:
+        return "already_handled"
+    return "applied" if applied_version is not None else "dropped"

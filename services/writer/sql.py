@@ -188,20 +188,26 @@ SELECT job_id, account_id, status, listings_total, listings_succeeded, listings_
 FROM airbnb.sync_jobs WHERE job_id = ANY($1::uuid[])
 """
 
-# Rotated credentials (plan.rotation_outcome): only while the account still has the
-# version the sync read, so credentials the operator gave in between win. The needs-
-# credentials mark is left alone: a sync that rotated and then failed on auth stays marked.
+# Rotated credentials (plan.rotation_outcome), in one statement: claim the rotation in
+# the ledger (a redelivered or replayed one finds its row: nothing more happens), then
+# apply it only while the account still has the version the sync read, so credentials
+# the operator gave in between win. The needs-credentials mark is left alone: a sync that
+# rotated and then failed on auth stays marked.
 APPLY_ROTATION = """
-UPDATE airbnb.accounts
-SET credentials_encrypted = $3, credentials_version = credentials_version + 1,
-    credentials_rotated_at = $4, credentials_rotated_job_id = $5, updated_at = now()
-WHERE account_id = $1 AND credentials_version = $2 AND deleted_at IS NULL
-RETURNING credentials_version
-"""
-
-# After a rotation did not apply: why (a later statement, so it sees what the UPDATE
-# waited for, under READ COMMITTED).
-ACCOUNT_CREDENTIALS = """
-SELECT credentials_version, credentials_rotated_job_id, deleted_at IS NOT NULL AS deleted
-FROM airbnb.accounts WHERE account_id = $1
+WITH claimed AS (
+    INSERT INTO airbnb.credential_rotations (job_id, from_version, account_id)
+    VALUES ($4, $2, $1)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), applied AS (
+    UPDATE airbnb.accounts
+    SET credentials_encrypted = $3, credentials_version = credentials_version + 1,
+        credentials_rotated_at = $5, updated_at = now()
+    WHERE account_id = $1 AND credentials_version = $2 AND deleted_at IS NULL
+      AND EXISTS (SELECT FROM claimed)
+    RETURNING credentials_version
+)
+SELECT EXISTS (SELECT FROM claimed) AS claimed,
+       (SELECT credentials_version FROM applied) AS applied_version,
+       (SELECT credentials_version FROM airbnb.accounts WHERE account_id = $1) AS version
 """

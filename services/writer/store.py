@@ -19,7 +19,7 @@ order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
 
 A final job is never written again, so replaying a whole stream changes nothing:
 its chunks are in the ledger (no rows, no counters) and its results and events
-are skipped; its rotation finds the version it set and is a no-op. The writer
+are skipped; its rotation finds its row in the rotations ledger and is a no-op. The writer
 never decrypts a rotated token: it stores the token as the fetcher encrypted it.
 """
 
@@ -307,28 +307,17 @@ async def _apply_rotation(conn: asyncpg.Connection, rotation: CredentialsRotated
             tuple(rotation.changed),
         )
 
-    applied = await conn.fetchval(
+    row = await conn.fetchrow(
         sql.APPLY_ROTATION,
         rotation.account_id,
         rotation.from_version,
         rotation.cookie_token,
-        rotation.rotated_at,
         rotation.job_id,
+        rotation.rotated_at,
     )
-    if applied is not None:
-        return outcome(plan.rotation_outcome(rotation, applied=True, current=None), applied)
-    row = await conn.fetchrow(sql.ACCOUNT_CREDENTIALS, rotation.account_id)
-    current = (
-        plan.AccountCredentials(
-            row["credentials_version"], row["credentials_rotated_job_id"], row["deleted"]
-        )
-        if row is not None
-        else None
-    )
-    return outcome(
-        plan.rotation_outcome(rotation, applied=False, current=current),
-        current.version if current is not None else None,
-    )
+    assert row is not None  # the SELECT always returns its one row
+    what = plan.rotation_outcome(claimed=row["claimed"], applied_version=row["applied_version"])
+    return outcome(what, row["applied_version"] or row["version"])
 
 
 async def _complete(
