@@ -33,9 +33,10 @@ Routes (all in :func:`setup_routes`):
 Unknown accounts on the two per-account ``/_sim`` routes are 404 JSON.
 
 A GraphQL request is handled in this order: unknown operation or hash -> 400
-``PersistedQueryNotFound``; unknown account or wrong ``_aat``, or a dead session
-(lifecycle on), or a revoked one (either way) -> 401 ``authentication_required``;
-bad body -> 400; then it is counted, judged for a strike and for rotation
+``PersistedQueryNotFound``; unknown account or wrong ``_aat`` -> 401
+``authentication_required``; a dead session (lifecycle on) or a revoked one (either
+way) -> counted (Airbnb saw it), then 401 ``authentication_required``; bad body ->
+400; then it is counted, judged for a strike and for rotation
 (lifecycle on), the fault dice are rolled (latency, expired session, 429, 5xx,
 malformed JSON), and the answer is built from the seed. The session rules
 (live, preflight, strikes, rotation, cookie attributes) are in
@@ -245,17 +246,24 @@ async def graphql(request: web.Request) -> web.Response:
     world = request.app[WORLD]
     cookies = _request_cookies(request)
     account = world.account_for_cookies(cookies)
-    if account is None or _dead_reason(request, account, cookies) is not None:
+    if account is None:
         return _reply(responses.unknown_session(trace_id))
+    dead = _dead_reason(request, account, cookies)
 
     try:
         parsed = parse_request(operation, await request.read())
     except BadRequest as exc:
+        if dead is not None:
+            return _reply(responses.unknown_session(trace_id))
         return _reply(responses.bad_request(str(exc), trace_id))
 
     counts = request.app[COUNTS]
     listing_ids = parsed.listing_ids or ()
+    # Counted even for a dead session: Airbnb saw the request, and a test that says "no
+    # GraphQL request after the login redirect" must be able to fail.
     counts.record(account.account_id, operation, listing_ids)
+    if dead is not None:
+        return _reply(responses.unknown_session(trace_id))
     rotated = _judge(request, account, cookies) if request.app[LIFECYCLE] else {}
 
     def reply(r: responses.Reply) -> web.Response:
