@@ -34,6 +34,9 @@ fetcher sees. Three JSON lines:
    is the pipeline's ratio plus the transport's in the same cycle. Recorded beside the
    3x (``within_target_ratio``); ``ok`` stays the pipeline's, as before.
 
+``--skip-transport`` gives line 1 alone, its rounds interleaved with loads rounds only,
+as the benchmark ran before the transport was added.
+
 Every figure is this process's CPU time (``time.process_time``: the nats-server's and
 the replay server's work are not ours) per response; the baseline is the CPU time of
 ``orjson.loads`` of the same bodies, measured in the same run.
@@ -295,7 +298,9 @@ class Transport:
         return time.process_time() - started, out
 
 
-async def run(nats_url: str, listings: int, repeat: int, servers: Servers) -> list[dict[str, Any]]:
+async def run(
+    nats_url: str, listings: int, repeat: int, servers: Servers | None
+) -> list[dict[str, Any]]:
     import nats
 
     listing, bodies = listing_bodies()
@@ -356,6 +361,7 @@ async def run(nats_url: str, listings: int, repeat: int, servers: Servers) -> li
     transports = {
         name: Transport(kind, servers.url(scheme, compressed), servers, requests)
         for name, (kind, scheme, compressed) in TRANSPORTS.items()
+        if servers is not None
     }
 
     try:
@@ -372,7 +378,7 @@ async def run(nats_url: str, listings: int, repeat: int, servers: Servers) -> li
             connections[name] = await transport.connections()
         loads_s = [loads_round()]
         rounds: list[tuple[float, dict[str, float]]] = []
-        transport_s: dict[str, list[tuple[float, float, float]]] = {n: [] for n in TRANSPORTS}
+        transport_s: dict[str, list[tuple[float, float, float]]] = {n: [] for n in transports}
         pipeline_ratios: list[float] = []
         for _ in range(repeat):
             rounds.append(await pipeline_round())
@@ -409,6 +415,8 @@ async def run(nats_url: str, listings: int, repeat: int, servers: Servers) -> li
         "ok": ratio <= TARGET_RATIO,
         **common,
     }
+    if not transports:
+        return [pipeline_line]
     per_transport: dict[str, dict[str, Any]] = {}
     transport_ratios: dict[str, list[float]] = {}
     for name, samples in transport_s.items():
@@ -489,13 +497,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listings", type=int, default=20, help="listings per round (20)")
     parser.add_argument(
-        "--repeat", type=int, default=11, help="pipeline rounds, each between two loads rounds (11)"
+        "--repeat", type=int, default=11, help="cycles, each round between two loads rounds (11)"
+    )
+    parser.add_argument(
+        "--skip-transport",
+        action="store_true",
+        help="the pipeline alone, its rounds interleaved with loads only (as before the transport)",
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-fetcher-") as tmp, nats_server(Path(tmp)) as url:
-        note("fetcher: CPU per response (pipeline and transport)")
-        with Servers(Path(tmp), listing_bodies()[1]) as servers:
-            lines = asyncio.run(run(url, args.listings, args.repeat, servers))
+        if args.skip_transport:
+            note("fetcher: CPU per response (pipeline)")
+            lines = asyncio.run(run(url, args.listings, args.repeat, None))
+        else:
+            note("fetcher: CPU per response (pipeline and transport)")
+            with Servers(Path(tmp), listing_bodies()[1]) as servers:
+                lines = asyncio.run(run(url, args.listings, args.repeat, servers))
         for line in lines:
             emit(line)
     return 0
