@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# What a query helper takes: a connection of its own (asyncpg.connect) or one borrowed
+# from a pool (pool.acquire() hands out a proxy, not a Connection).
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # A service's own per-connection setup, run after the shared one on every new connection.
 ConnectionInit = Callable[[asyncpg.Connection], Awaitable[None]]

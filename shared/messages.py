@@ -54,10 +54,13 @@ FINAL_JOB_STATUSES: frozenset[str] = frozenset({"succeeded", "partial", "failed"
 # --- admin -> scheduler -------------------------------------------------------------------
 
 
+AccountEventName = Literal["created", "updated", "deleted", "restored"]
+
+
 class AccountEvent(Message):
     """airbnb.accounts.{created,updated,deleted,restored}"""
 
-    event: Literal["created", "updated", "deleted", "restored"]
+    event: AccountEventName
     account_id: str
     credentials_changed: bool = False
     # an update that turned is_active from false to true: the scheduler backfills it now

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import nats
@@ -37,7 +37,8 @@ log = logging.getLogger("sync_airbnb.runtime")
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 T = TypeVar("T")
-Worker = Callable[[web.Application, asyncio.Event], Awaitable[None]]
+# An async def (a coroutine function): worker_context runs it as a task.
+Worker = Callable[[web.Application, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass

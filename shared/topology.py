@@ -151,8 +151,14 @@ class Consumer:
         return self.config.durable_name
 
 
+def _name(stream: StreamConfig) -> str:
+    # StreamConfig.name is optional in nats-py; every stream above has one.
+    assert stream.name
+    return stream.name
+
+
 SCHEDULER_ACCOUNTS = Consumer(
-    ACCOUNTS_STREAM.name,
+    _name(ACCOUNTS_STREAM),
     ConsumerConfig(
         durable_name="scheduler-accounts",
         ack_policy=AckPolicy.EXPLICIT,
@@ -162,7 +168,7 @@ SCHEDULER_ACCOUNTS = Consumer(
     ),
 )
 FETCHER_REQUESTS = Consumer(
-    SYNC_REQUESTS_STREAM.name,
+    _name(SYNC_REQUESTS_STREAM),
     ConsumerConfig(
         durable_name="fetcher",
         ack_policy=AckPolicy.EXPLICIT,
@@ -174,7 +180,7 @@ FETCHER_REQUESTS = Consumer(
     ),
 )
 WRITER_RESULTS = Consumer(
-    SYNC_RESULTS_STREAM.name,
+    _name(SYNC_RESULTS_STREAM),
     ConsumerConfig(
         durable_name="writer",
         ack_policy=AckPolicy.EXPLICIT,

@@ -48,7 +48,7 @@ from services.admin.models import (
 )
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher, CredentialsError
-from shared.messages import AccountEvent, encode
+from shared.messages import AccountEvent, AccountEventName, encode
 from shared.topology import account_event_msg_id, account_event_subject
 
 log = logging.getLogger("sync_airbnb.admin.accounts")
@@ -109,7 +109,7 @@ class AccountEvents:
 
     async def publish(
         self,
-        event: str,
+        event: AccountEventName,
         account_id: str,
         at: dt.datetime,
         *,
@@ -242,6 +242,7 @@ class AccountService:
                 changed,
                 token,
             )
+            assert row is not None  # the account is held FOR UPDATE above
             await self._events.publish(
                 "updated",
                 body.account_id,
@@ -297,12 +298,14 @@ class AccountService:
                 row = await conn.fetchrow(
                     f"SELECT {_COLUMNS} FROM airbnb.accounts WHERE account_id = $1", account_id
                 )
+                assert row is not None  # the account is held FOR UPDATE above
                 return account_out(row)
             row = await conn.fetchrow(
                 f"UPDATE airbnb.accounts SET {', '.join(sets)}, updated_at = now()"
                 f" WHERE account_id = $1 RETURNING {_COLUMNS}",
                 *args,
             )
+            assert row is not None  # the account is held FOR UPDATE above
             await self._events.publish(
                 "updated",
                 account_id,
@@ -341,7 +344,8 @@ class AccountService:
                 account_id,
                 deleted,
             )
-            event = "deleted" if deleted else "restored"
+            assert row is not None  # the account is held FOR UPDATE above
+            event: AccountEventName = "deleted" if deleted else "restored"
             await self._events.publish(event, account_id, row["updated_at"])
             log.info("account %s %s", account_id, event)
             return account_out(row)

@@ -192,15 +192,15 @@ class AccountPatch(Body):
     a type error (422), not a silent no-op.
     """
 
-    airbnb_cookie: AirbnbCookie = _cookie_field(  # type: ignore[assignment]
+    airbnb_cookie: AirbnbCookie = _cookie_field(
         "new cookies, in either form of AccountCreate.airbnb_cookie; when they differ from "
         "the stored ones they replace them, bump credentials_version and clear the "
         "needs-new-credentials mark"
     )
-    x_client_version: ClientVersion = _optional()  # type: ignore[assignment]
-    user_agent: UserAgent = _optional()  # type: ignore[assignment]
+    x_client_version: ClientVersion = _optional()
+    user_agent: UserAgent = _optional()
     customer_id: CustomerId | None = None
-    is_active: bool = _optional()  # type: ignore[assignment]
+    is_active: bool = _optional()
 
 
 class AccountOut(Out):

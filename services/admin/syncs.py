@@ -30,6 +30,7 @@ from services.admin.models import (
     ListingError,
     SyncAccepted,
 )
+from shared.db import Conn
 from shared.messages import MessageDecodeError, SyncTriggerReply, SyncTriggerRequest, decode, encode
 from shared.topology import SYNC_TRIGGER
 
@@ -233,9 +234,7 @@ class JobQueries:
         )
 
     @staticmethod
-    async def _errors(
-        conn: asyncpg.Connection, job_ids: list[uuid.UUID]
-    ) -> dict[uuid.UUID, list[ListingError]]:
+    async def _errors(conn: Conn, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[ListingError]]:
         if not job_ids:
             return {}
         rows = await conn.fetch(

@@ -21,7 +21,7 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import orjson
 from pydantic_core import to_jsonable_python
@@ -109,6 +109,14 @@ def flatten_response(request: PlannedRequest, body: Any) -> Flattened:
 # --- flat records -> table rows ------------------------------------------------------------
 
 
+class _Who(TypedDict):
+    """The identifying columns every pivot of one listing takes as keyword arguments."""
+
+    account_id: str
+    listing_id: str
+    internal_name: str | None
+
+
 def pivot_listing(
     flattened: Iterable[Flattened],
     *,
@@ -123,7 +131,7 @@ def pivot_listing(
     order of the slices in the poll plan.
     """
     scraped_at = scrape_time(scrape_day)
-    who = {
+    who: _Who = {
         "account_id": account_id,
         "listing_id": listing.listing_id,
         "internal_name": listing.internal_name,

@@ -184,7 +184,7 @@ ORDER BY account_id, name, airbnb_listing_id
 async def collect(database_url: str, account_ids: Sequence[str], today: dt.date) -> Report:
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
-        rows_per_table = {
+        rows_per_table: dict[str, int] = {
             t.name: int(await conn.fetchval(f"SELECT count(*) FROM {t.qualified_name}"))
             for t in METRIC_TABLES.values()
         }

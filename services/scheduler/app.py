@@ -298,7 +298,7 @@ def cheap_log_records() -> None:
     caller's frame for each was a fifth of the cost (see the Logging HOWTO,
     "Optimization"). This process only: nothing else reads those fields.
     """
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.scheduler.plan import Account, ExistingJob, JobPlan, plan_from_existing
+from shared.db import Conn
 from shared.messages import EncryptedCredentials
 
 # Matches the partial index accounts_schedulable_idx and docs/data-path.md.
@@ -70,7 +71,7 @@ def _job_plan(row: asyncpg.Record) -> JobPlan:
     return plan_from_existing(_job(row), row["account_id"], creds)
 
 
-async def schedulable_accounts(conn: asyncpg.Connection) -> list[Account]:
+async def schedulable_accounts(conn: Conn) -> list[Account]:
     """Every account the daily run syncs."""
     rows = await conn.fetch(
         f"SELECT {_ACCOUNT_COLUMNS} FROM airbnb.accounts a WHERE {SCHEDULABLE}"
@@ -79,7 +80,7 @@ async def schedulable_accounts(conn: asyncpg.Connection) -> list[Account]:
     return [_account(r) for r in rows]
 
 
-async def accounts_awaiting_backfill(conn: asyncpg.Connection) -> list[Account]:
+async def accounts_awaiting_backfill(conn: Conn) -> list[Account]:
     """Schedulable accounts that never synced and have no job at all: missed backfills."""
     rows = await conn.fetch(
         f"""
@@ -92,16 +93,14 @@ async def accounts_awaiting_backfill(conn: asyncpg.Connection) -> list[Account]:
     return [_account(r) for r in rows]
 
 
-async def account(conn: asyncpg.Connection, account_id: str) -> Account | None:
+async def account(conn: Conn, account_id: str) -> Account | None:
     row = await conn.fetchrow(
         f"SELECT {_ACCOUNT_COLUMNS} FROM airbnb.accounts a WHERE a.account_id = $1", account_id
     )
     return _account(row) if row else None
 
 
-async def attempts(
-    conn: asyncpg.Connection, account_id: str, scrape_day: object, kind: str
-) -> list[ExistingJob]:
+async def attempts(conn: Conn, account_id: str, scrape_day: object, kind: str) -> list[ExistingJob]:
     """Every attempt (first and retries) of one account, scrape day and kind."""
     rows = await conn.fetch(
         f"""
@@ -115,14 +114,14 @@ async def attempts(
     return [_job(r) for r in rows]
 
 
-async def job_by_key(conn: asyncpg.Connection, key: str) -> ExistingJob | None:
+async def job_by_key(conn: Conn, key: str) -> ExistingJob | None:
     row = await conn.fetchrow(
         f"SELECT {_JOB_COLUMNS} FROM airbnb.sync_jobs j WHERE j.dedup_key = $1", key
     )
     return _job(row) if row else None
 
 
-async def insert_jobs(conn: asyncpg.Connection, plans: Sequence[JobPlan]) -> set[uuid.UUID]:
+async def insert_jobs(conn: Conn, plans: Sequence[JobPlan]) -> set[uuid.UUID]:
     """Create the jobs that do not exist yet (by dedup key); return the ids created.
 
     ``ON CONFLICT (dedup_key) DO NOTHING`` is what makes two schedulers, a restart
@@ -155,7 +154,7 @@ async def insert_jobs(conn: asyncpg.Connection, plans: Sequence[JobPlan]) -> set
     return {r["job_id"] for r in rows}
 
 
-async def queued_jobs_by_key(conn: asyncpg.Connection, keys: Sequence[str]) -> list[JobPlan]:
+async def queued_jobs_by_key(conn: Conn, keys: Sequence[str]) -> list[JobPlan]:
     """Jobs that someone else created under these keys and that still wait to be fetched."""
     if not keys:
         return []
@@ -172,7 +171,7 @@ async def queued_jobs_by_key(conn: asyncpg.Connection, keys: Sequence[str]) -> l
     return [_job_plan(r) for r in rows]
 
 
-async def queued_jobs(conn: asyncpg.Connection) -> list[JobPlan]:
+async def queued_jobs(conn: Conn) -> list[JobPlan]:
     """Every job still queued whose account may still be synced: re-published at start."""
     rows = await conn.fetch(
         f"""
@@ -186,7 +185,7 @@ async def queued_jobs(conn: asyncpg.Connection) -> list[JobPlan]:
     return [_job_plan(r) for r in rows]
 
 
-async def count_unschedulable_queued(conn: asyncpg.Connection) -> int:
+async def count_unschedulable_queued(conn: Conn) -> int:
     return int(
         await conn.fetchval(
             f"""

@@ -149,8 +149,8 @@ COUNTS = web.AppKey("counts", RequestCounts)
 SESSIONS = web.AppKey("sessions", SessionStore)
 LIFECYCLE = web.AppKey("lifecycle", bool)
 ROTATE_EVERY = web.AppKey("rotate_every", int)
-TODAY = web.AppKey("today", Callable[[], date])
-TRACE_RNG = web.AppKey("trace_rng", Callable[[int], bytes])
+TODAY = web.AppKey[Callable[[], date]]("today")
+TRACE_RNG = web.AppKey[Callable[[int], bytes]]("trace_rng")
 TRACE_ID = web.RequestKey("trace_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

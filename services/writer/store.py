@@ -35,6 +35,7 @@ import orjson
 
 from services.writer import plan, sql
 from services.writer.plan import FINAL_STATUSES, JobRef, Planned
+from shared.db import Conn
 from shared.messages import CredentialsRotated, JobEvent, ListingResult
 from shared.metric_tables import METRIC_TABLES, SCHEMA
 
@@ -119,7 +120,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _copy(
-    conn: asyncpg.Connection, table: str, rows: list[plan.Row], *, into: str, schema: str | None
+    conn: Conn, table: str, rows: list[plan.Row], *, into: str, schema: str | None
 ) -> str:
     """COPY ``rows`` of metrics table ``table`` into ``schema.into``."""
     try:
@@ -135,7 +136,7 @@ async def _copy(
 
 
 async def _write_rows(
-    conn: asyncpg.Connection, table: str, rows: list[plan.Row], strategy: plan.CopyStrategy
+    conn: Conn, table: str, rows: list[plan.Row], strategy: plan.CopyStrategy
 ) -> int:
     """Rows written: straight COPY when they are all new, else a merge (plan.CopyStrategy)."""
     spec = METRIC_TABLES[table]  # type: ignore[index]
@@ -151,7 +152,7 @@ async def _write_rows(
 
 
 async def commit_batch(
-    conn: asyncpg.Connection,
+    conn: Conn,
     batch: Sequence[Planned],
     strategy: plan.CopyStrategy | None = None,
 ) -> CommitResult:
@@ -253,7 +254,7 @@ async def commit_batch(
 
 
 async def _apply_event(
-    conn: asyncpg.Connection, event: JobEvent, jobs: dict[uuid.UUID, JobRef], result: CommitResult
+    conn: Conn, event: JobEvent, jobs: dict[uuid.UUID, JobRef], result: CommitResult
 ) -> None:
     job = jobs[event.job_id]
     if job.status in FINAL_STATUSES:
@@ -296,7 +297,7 @@ async def _apply_event(
     result.transitions.append(Transition(event.job_id, job.account_id, "failed", error))
 
 
-async def _apply_rotation(conn: asyncpg.Connection, rotation: CredentialsRotated) -> Rotation:
+async def _apply_rotation(conn: Conn, rotation: CredentialsRotated) -> Rotation:
     def outcome(what: plan.RotationOutcome, version: int | None) -> Rotation:
         return Rotation(
             rotation.job_id,
@@ -321,7 +322,7 @@ async def _apply_rotation(conn: asyncpg.Connection, rotation: CredentialsRotated
 
 
 async def _complete(
-    conn: asyncpg.Connection,
+    conn: Conn,
     job_ids: list[uuid.UUID],
     jobs: dict[uuid.UUID, JobRef],
     result: CommitResult,

@@ -233,7 +233,7 @@ class AirbnbClient:
 
     async def __aenter__(self) -> Self:
         session: AsyncSession[Any] = AsyncSession(
-            impersonate=self.impersonate,  # type: ignore[arg-type]
+            impersonate=self.impersonate,
             # Every header is ours (browser.py), in Chrome's order; curl adds none.
             default_headers=False,
             # Redirects are followed by preflight() hop by hop, to see where they lead.
