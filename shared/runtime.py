@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 # them all (at zero) in every process.
 import shared.metrics  # noqa: F401
 from shared import topology
+from shared.backoff import backoff_delays
 from shared.db import ConnectionInit, create_pool
 from shared.settings import NatsSettings
 
@@ -127,7 +128,7 @@ async def _retry_until_stopped(
     attempt_timeout: float = 5.0,
 ) -> T:
     """Try ``attempt`` until it succeeds, backing off, and give up only on a stop signal."""
-    delay = 0.5
+    waits = backoff_delays(0.5, 10)
     while True:
         task = asyncio.ensure_future(asyncio.wait_for(attempt(), timeout=attempt_timeout))
         stop = asyncio.ensure_future(state.stopping.wait())
@@ -142,12 +143,12 @@ async def _retry_until_stopped(
             return task.result()
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
+            delay = next(waits)
             log.warning("%s unavailable (%s); retrying in %.1fs", what, reason, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stopping.wait(), timeout=delay)
         if state.stopping.is_set():
             raise StoppedDuringStartup(f"stopped while waiting for {what}")
-        delay = min(delay * 2, 10)
 
 
 def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCtx:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from services.launcher.supervisor import ChildSpec
+from shared.backoff import backoff_delays
 
 if TYPE_CHECKING:
     import psutil
@@ -183,7 +184,7 @@ class EmbeddedPostgres:
 async def ensure_database(url: str, timeout_s: float) -> None:
     """Wait until PostgreSQL answers, and create the database of ``url`` if it is missing."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.25
+    waits = backoff_delays(0.25, 2)
     while True:
         try:
             conn = await asyncpg.connect(url, timeout=5)
@@ -191,10 +192,10 @@ async def ensure_database(url: str, timeout_s: float) -> None:
             await _create_database(url)
             return
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            delay = next(waits)
             if time.monotonic() + delay > deadline:
                 raise RuntimeError(f"PostgreSQL is not reachable: {exc}") from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2)
             continue
         await conn.close()
         return

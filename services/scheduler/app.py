@@ -34,6 +34,7 @@ from services.scheduler.plan import event_wants_backfill
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
 from shared import topology
+from shared.backoff import backoff_delays
 from shared.dead_letters import send_to_dead_letters
 from shared.logs import log_context, setup_logging
 from shared.messages import (
@@ -193,16 +194,16 @@ async def accounts_worker(app: web.Application, stopping: asyncio.Event) -> None
 
 async def reconcile_at_start(app: web.Application, stopping: asyncio.Event) -> None:
     """Re-publish queued jobs and backfill missed accounts; retried until it works."""
-    delay = 1.0
+    waits = backoff_delays(1.0, 30)
     while not stopping.is_set():
         try:
             await emit.republish_queued(app[DB_POOL], app[NATS], app[SETTINGS])
             report = await emit.backfill_missed(app[DB_POOL], app[NATS], app[SETTINGS])
         except Exception:
+            delay = next(waits)
             log.exception("start-up reconciliation failed; retrying in %.0fs", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
-            delay = min(delay * 2, 30)
             continue
         log.info(
             "start-up reconciliation done: %d backfill job(s) created",

@@ -42,12 +42,16 @@ from services.scheduler.plan import (
 )
 from services.scheduler.settings import SchedulerSettings
 from shared import topology
+from shared.backoff import backoff_delays
 from shared.messages import SyncTriggerReply, SyncTriggerSource
 from shared.metrics import JOBS, SYNC_REQUESTS_EMITTED
 
 log = logging.getLogger("sync_airbnb.scheduler")
 
 PUBLISH_ATTEMPTS = 3
+# The waits before the 2nd and 3rd attempt: 0.5 s, then 1 s.
+PUBLISH_RETRY_BASE_S = 0.5
+PUBLISH_RETRY_MAX_S = 1.0
 
 
 def utcnow() -> dt.datetime:
@@ -201,6 +205,7 @@ class RequestPublisher:
 
     async def finish(self) -> PublishReport:
         """Wait for the acks; publish again, a few times, what failed; report."""
+        waits = backoff_delays(PUBLISH_RETRY_BASE_S, PUBLISH_RETRY_MAX_S)
         for attempt in range(PUBLISH_ATTEMPTS):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=self._timeout_s)
@@ -211,7 +216,7 @@ class RequestPublisher:
             if not failed or attempt == PUBLISH_ATTEMPTS - 1:
                 self.report.failed = failed
                 break
-            await asyncio.sleep(0.5 * (attempt + 1))
+            await asyncio.sleep(next(waits))
             await self.submit(failed)
         return self.report
 

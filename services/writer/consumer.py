@@ -41,7 +41,7 @@ from services.writer import plan, store
 from services.writer.plan import Planned, RowError
 from services.writer.settings import WriterSettings
 from shared import topology
-from shared.backoff import capped_backoff
+from shared.backoff import backoff_delays, capped_backoff
 from shared.dead_letters import send_to_dead_letters
 from shared.logs import log_context
 from shared.messages import MessageDecodeError
@@ -255,7 +255,7 @@ class Writer:
             return
 
     async def _commit_with_retry(self, batch: list[Planned]) -> _Outcome:
-        delay = 0.2
+        waits = backoff_delays(0.2, self.settings.writer_db_retry_max_s)
         while True:
             try:
                 async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
@@ -267,6 +267,7 @@ class Writer:
                     return _Failed(exc)
                 if self.stopping.is_set():
                     return _Stopped()
+                delay = next(waits)
                 log.warning(
                     "PostgreSQL unavailable (%s); retrying the batch of %d in %.1fs",
                     _describe(exc),
@@ -278,7 +279,6 @@ class Writer:
                     await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 if self.stopping.is_set():
                     return _Stopped()
-                delay = min(delay * 2, self.settings.writer_db_retry_max_s)
 
     async def _failed_alone(self, msg: Msg, exc: BaseException) -> None:
         kind = classify_error(exc)
