@@ -9,6 +9,10 @@ export's size.
 
 The table is chosen by name from ``shared.metric_tables`` (a whitelist), and the
 columns are that table's; no identifier comes from the request.
+
+The export's query and its cursor stay here, beside the loop that streams them (the
+cursor lives inside the transaction and the response); the account check is
+services/admin/store.py's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from services.admin import store
 from services.admin.errors import ApiError, not_found
 from services.admin.models import ExportQuery, FieldError
 from shared.metric_tables import EXTRA_METRICS_COLUMN, METRIC_TABLES, MetricTable
@@ -163,10 +168,7 @@ class MetricsExport:
             CsvEncoder(table) if q.format == "csv" else JsonEncoder(table)
         )
         async with self._pool.acquire() as conn:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM airbnb.accounts WHERE account_id = $1", account_id
-            )
-            if exists is None:
+            if not await store.account_exists(conn, account_id):
                 raise not_found("account", account_id)
             resp = web.StreamResponse(
                 headers={

@@ -6,6 +6,8 @@ account first, so the common refusals (unknown, deleted, inactive, needs
 credentials) are answered without a round trip and with the same codes the
 scheduler would use; the scheduler's own refusal still wins when the state
 changed in between.
+
+The SQL is services/admin/store.py's, the account check services/admin/rules.py's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from services.admin import rules, store
 from services.admin.errors import ApiError, not_found, unavailable
 from services.admin.models import (
     JobDetail,
@@ -30,31 +33,10 @@ from services.admin.models import (
     ListingError,
     SyncAccepted,
 )
-from shared.db import Conn
 from shared.messages import MessageDecodeError, SyncTriggerReply, SyncTriggerRequest, decode, encode
 from shared.topology import SYNC_TRIGGER
 
 log = logging.getLogger("sync_airbnb.admin.syncs")
-
-# The scheduler's refusals, as HTTP answers.
-_REFUSALS: dict[str, tuple[int, str]] = {
-    "not_found": (404, "account {id} does not exist"),
-    "deleted": (409, "account {id} is deleted"),
-    "inactive": (409, "account {id} is inactive"),
-    "needs_credentials": (
-        409,
-        "account {id} needs new credentials (Airbnb rejected its session); "
-        "update its airbnb_cookie",
-    ),
-}
-
-
-def refusal(code: str, account_id: str, detail: str | None = None) -> ApiError:
-    status, text = _REFUSALS[code]
-    message = text.format(id=account_id)
-    if detail and status != 404:
-        message = f"{message}: {detail}"
-    return ApiError(status, code, message)
 
 
 class SyncTrigger:
@@ -97,8 +79,8 @@ class SyncTrigger:
                 full=full,
                 status_url=f"/api/v1/syncs/{reply.job_id}",
             )
-        if reply.error in _REFUSALS:
-            raise refusal(reply.error, account_id, reply.detail)
+        if reply.error in rules.REFUSALS:
+            raise rules.refusal(reply.error, account_id, reply.detail)
         log.error("sync trigger for %s: scheduler error %s", account_id, reply.error)
         if reply.error == "invalid_request":
             # Our request was valid by our own model: the two sides disagree on the contract.
@@ -109,36 +91,13 @@ class SyncTrigger:
         )
 
     async def _precheck(self, account_id: str) -> None:
-        row = await self._pool.fetchrow(
-            "SELECT is_active, deleted_at, credentials_invalid_at FROM airbnb.accounts"
-            " WHERE account_id = $1",
-            account_id,
-        )
-        if row is None:
-            raise refusal("not_found", account_id)
-        if row["deleted_at"] is not None:
-            raise refusal("deleted", account_id)
-        if not row["is_active"]:
-            raise refusal("inactive", account_id)
-        if row["credentials_invalid_at"] is not None:
-            raise refusal("needs_credentials", account_id)
+        state = await store.trigger_state(self._pool, account_id)
+        refused = rules.trigger_refusal(account_id, state)
+        if refused is not None:
+            raise refused
 
 
 # --- job status -----------------------------------------------------------------------------
-
-# Listing counts from sync_job_listings, which the writer fills as listings finish; the
-# job's own counters may only be set at completion, so the larger of the two is shown.
-_JOB_SELECT = """
-SELECT j.*, coalesce(l.committed, 0) AS l_committed, coalesce(l.failed, 0) AS l_failed,
-       coalesce(l.rows, 0) AS l_rows
-FROM airbnb.sync_jobs j
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'committed') AS committed,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           sum(rows_written) AS rows
-    FROM airbnb.sync_job_listings WHERE job_id = j.job_id
-) l ON true
-"""
 
 
 def _job_out(row: asyncpg.Record, errors: list[ListingError], now: dt.datetime) -> JobOut:
@@ -179,37 +138,22 @@ class JobQueries:
 
     async def for_account(self, account_id: str, q: JobListQuery) -> JobPage:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            exists = await conn.fetchval(
-                "SELECT 1 FROM airbnb.accounts WHERE account_id = $1", account_id
-            )
-            if exists is None:
+            if not await store.account_exists(conn, account_id):
                 raise not_found("account", account_id)
-            total = await conn.fetchval(
-                "SELECT count(*) FROM airbnb.sync_jobs WHERE account_id = $1", account_id
-            )
-            rows = await conn.fetch(
-                _JOB_SELECT + " WHERE j.account_id = $1"
-                " ORDER BY j.created_at DESC, j.job_id DESC LIMIT $2 OFFSET $3",
-                account_id,
-                q.limit,
-                q.offset,
-            )
-            errors = await self._errors(conn, [r["job_id"] for r in rows])
-            now = await conn.fetchval("SELECT now()")
+            total = await store.count_jobs(conn, account_id)
+            rows = await store.job_page(conn, account_id, q.limit, q.offset)
+            errors = await store.listing_errors(conn, [r["job_id"] for r in rows])
+            now = await store.now(conn)
         items = [_job_out(r, errors.get(r["job_id"], []), now) for r in rows]
         return JobPage(items=items, total=total, limit=q.limit, offset=q.offset)
 
     async def get(self, job_id: uuid.UUID) -> JobDetail:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            row = await conn.fetchrow(_JOB_SELECT + " WHERE j.job_id = $1", job_id)
+            row = await store.job(conn, job_id)
             if row is None:
                 raise not_found("sync job", job_id)
-            listings = await conn.fetch(
-                "SELECT * FROM airbnb.sync_job_listings WHERE job_id = $1"
-                " ORDER BY airbnb_listing_id",
-                job_id,
-            )
-            now = await conn.fetchval("SELECT now()")
+            listings = await store.job_listings(conn, job_id)
+            now = await store.now(conn)
         errors = [
             ListingError(listing_id=r["airbnb_listing_id"], error=r["error"])
             for r in listings
@@ -232,19 +176,3 @@ class JobQueries:
                 for r in listings
             ],
         )
-
-    @staticmethod
-    async def _errors(conn: Conn, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[ListingError]]:
-        if not job_ids:
-            return {}
-        rows = await conn.fetch(
-            "SELECT job_id, airbnb_listing_id, error FROM airbnb.sync_job_listings"
-            " WHERE job_id = ANY($1::uuid[]) AND status = 'failed' ORDER BY airbnb_listing_id",
-            job_ids,
-        )
-        out: dict[uuid.UUID, list[ListingError]] = {}
-        for r in rows:
-            out.setdefault(r["job_id"], []).append(
-                ListingError(listing_id=r["airbnb_listing_id"], error=r["error"])
-            )
-        return out
