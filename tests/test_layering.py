@@ -1,0 +1,93 @@
+"""The import rules of docs/code-map.md, read off every module with ``ast`` (no import runs)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The Airbnb modules that must stay pure: no network, database or NATS library.
+IO_LIBRARIES = frozenset({"aiohttp", "curl_cffi", "nats", "asyncpg", "psycopg", "socket", "ssl"})
+PURE_AIRBNB = ("browser", "cookies", "errors", "flatteners", "http_policy", "operations",
+               "payloads", "pivots", "tls_fingerprint", "windows")  # fmt: skip
+# The launcher serves the simulator in process for the demo (docs/code-map.md).
+ALLOWED_SERVICE_IMPORTS = {("launcher", "simulator")}
+SUBJECT = re.compile(r"""["']airbnb\.(accounts|sync|jobs|deadletter)\b""")
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imported(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_shared_imports_no_service() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(n for n in imported(p) if n.split(".")[0] == "services")
+        for p in modules("shared")
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_no_service_imports_another() -> None:
+    found = []
+    for service_dir in sorted(d for d in (ROOT / "services").iterdir() if d.is_dir()):
+        me = service_dir.name
+        if me == "__pycache__":
+            continue
+        for path in modules(f"services/{me}"):
+            for name in imported(path):
+                parts = name.split(".")
+                other = parts[1] if parts[0] == "services" and len(parts) > 1 else me
+                if other != me and (me, other) not in ALLOWED_SERVICE_IMPORTS:
+                    found.append((str(path.relative_to(ROOT)), name))
+    assert not found
+
+
+@pytest.mark.parametrize("module", PURE_AIRBNB)
+def test_pure_airbnb_modules_do_no_io(module: str) -> None:
+    path = ROOT / "shared" / "airbnb" / f"{module}.py"
+    io = {n for n in imported(path) if n.split(".")[0] in IO_LIBRARIES}
+    assert not io, f"shared/airbnb/{module}.py imports {sorted(io)}"
+
+
+def test_every_airbnb_module_is_classified() -> None:
+    # A new module must be put in its layer here (pure, or the client) on purpose.
+    present = {p.stem for p in modules("shared/airbnb")} - {"__init__"}
+    assert present == {*PURE_AIRBNB, "client"}
+
+
+def test_only_topology_spells_a_subject() -> None:
+    found = []
+    for path in [*modules("shared"), *modules("services")]:
+        if path.name == "topology.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and SUBJECT.search(repr(node.value))
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found
