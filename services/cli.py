@@ -13,15 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_NOT_BUILT = 3
-
 
 @dataclass(frozen=True, slots=True)
 class Command:
     help: str
-    # "module:function" taking the parsed argparse.Namespace and returning an exit code;
-    # None while the command is not built yet.
-    target: str | None
+    # "module:function" taking the parsed argparse.Namespace and returning an exit code.
+    target: str
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
@@ -95,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
-        label = cmd.help if cmd.target else f"{cmd.help} [not built yet]"
-        p = sub.add_parser(name, help=label, description=label)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if cmd.add_arguments:
             cmd.add_arguments(p)
     return parser
@@ -105,9 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd = COMMANDS[args.command]
-    if cmd.target is None:
-        print(f"sync-airbnb {args.command}: not built yet", file=sys.stderr)
-        return EXIT_NOT_BUILT
     module_name, func_name = cmd.target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(args) or 0)
