@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 
+from services.cli import COMMANDS
 from tests.infra import VENV_BIN
 
 DESIGN_COMMANDS = {
