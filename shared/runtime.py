@@ -178,6 +178,7 @@ def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCt
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 connect_timeout=3,
+                pending_size=settings.nats_reconnect_buffer_bytes,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -203,7 +204,10 @@ def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCt
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.drain(), timeout=state.shutdown_timeout_s / 2)
         if not nc.is_closed:
-            await nc.close()
+            # nats-py's close can raise while it is reconnecting (ConnectionResetError from
+            # its transport); the process is on its way out either way.
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     return ctx
 

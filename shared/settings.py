@@ -74,6 +74,11 @@ class NatsSettings(BaseServiceSettings):
     jetstream_ack_wait_s: float = Field(
         default=60.0, ge=1, le=3600, validation_alias="JETSTREAM_ACK_WAIT_S"
     )
+    # What nats-py buffers while it reconnects (its default, 2 MiB); 0 disables the buffer,
+    # so a publish, an ack or a nak fails at once while NATS is away.
+    nats_reconnect_buffer_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=0, validation_alias="NATS_RECONNECT_BUFFER_BYTES"
+    )
 
     @field_validator("nats_url")
     @classmethod

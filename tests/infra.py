@@ -289,3 +289,31 @@ class ServiceLauncher:
 def iter_capture_files() -> Iterator[Path]:
     if CAPTURES_DIR.is_dir():
         yield from sorted(CAPTURES_DIR.glob("*.json"))
+
+
+async def wait_ready(port: int, within: float = 30) -> None:
+    """Until ``/health/ready`` of the service on ``port`` answers 200 (see test_runtime.py)."""
+    import asyncio
+
+    import aiohttp
+
+    deadline = time.monotonic() + within
+    status, body = None, ""
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/health/ready") as resp:
+                    status, body = resp.status, await resp.text()
+                    if status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"/health/ready on port {port} not 200 after {within}s: {status} {body}")
+
+
+async def blocked_on_a_lock(conn: asyncpg.Connection) -> bool:
+    """Whether some session of ``conn``'s database waits for a lock (one a test holds)."""
+    n = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(n)

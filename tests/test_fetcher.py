@@ -48,7 +48,7 @@ from shared.messages import (
     encode,
 )
 from shared.metric_tables import SUMMARY_METRICS, TABLE_NAMES
-from tests.infra import ServiceLauncher, ServiceProcess, free_port
+from tests.infra import NatsServer, ServiceLauncher, ServiceProcess, free_port, wait_ready
 
 TODAY = dt.date(2025, 7, 11)
 WINDOW = sync_window(TODAY, first_run=False)
@@ -560,3 +560,54 @@ async def test_replicas_share_the_queue_and_no_account_is_synced_twice(
     # Both replicas worked, one account each.
     for fetcher in fetchers:
         assert sum(str(job_id) in fetcher.output() for job_id in jobs.values()) == 1
+
+
+async def test_a_sync_whose_nak_fails_is_redelivered_and_the_fetcher_stays_up(
+    launcher: ServiceLauncher,
+    bare_launcher: ServiceLauncher,
+    nats_server: NatsServer,
+    nc: NatsClient,
+    secret_keys: str,
+    seed: int,
+    watch: Callable[[uuid.UUID], Any],
+) -> None:
+    """A real fault in the handler's settle: nats-server stops in the middle of a sync, the
+    sync fails (its publishes fail) and, with the reconnect buffer off, so does its nak.
+    The fetcher keeps serving; the request comes back (delivery 2) and is synced to the end.
+    """
+    js = nc.jetstream()
+    sim = await start_simulator(bare_launcher, seed)
+    await sim.faults({"latency_ms": {"mean": 60, "jitter": 0}})  # the sync takes a while
+    account = sim.accounts[0]
+    listing_ids = [x["listing_id"] for x in account["listings"]]
+    port = free_port()
+    fetcher = start_fetcher(
+        launcher,
+        sim,
+        NATS_RECONNECT_BUFFER_BYTES="0",
+        JETSTREAM_ACK_WAIT_S="2",
+        HTTP_PORT=str(port),
+    )
+    job_id = uuid.uuid4()
+    results = await watch(job_id)
+    seq = await publish_request(js, sync_request(account, secret_keys, job_id))
+    await wait_until(lambda: results.results, 30, "the first listing to be published")
+    try:
+        nats_server.stop()
+        await asyncio.to_thread(
+            fetcher.wait_for_log, r"could not nak a message on airbnb\.sync\.requested"
+        )
+    finally:
+        nats_server.start()
+    await wait_ready(port)
+    await wait_until(lambda: request_gone(js, seq), 30, "the redelivered request to be acked")
+    kv = await js.key_value(topology.FETCH_PROGRESS_BUCKET.bucket)
+    for listing_id in listing_ids:
+        entry = await kv.get(topology.fetch_progress_key(job_id, listing_id))
+        assert entry.value == b"published", listing_id
+    assert '"delivery":2' in fetcher.output()
+    assert fetcher.proc.poll() is None
+    assert "ended unexpectedly" not in fetcher.output()
+    await wait_ready(port)
+    assert fetcher.terminate(timeout=10) == 0
+    await topology.provision(js)  # the consumers' ack_wait back to the default

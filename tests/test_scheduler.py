@@ -37,12 +37,16 @@ from shared.messages import (
 )
 from shared.migrate import apply_migrations
 from tests.infra import (
+    NatsServer,
     PostgresServer,
     ServiceLauncher,
     ServiceProcess,
+    blocked_on_a_lock,
     create_database,
     drop_database,
+    free_port,
     new_database_name,
+    wait_ready,
 )
 
 TODAY = dt.date(2025, 7, 11)  # a Friday: the week runs Sunday 07-06 .. Saturday 07-12
@@ -522,3 +526,58 @@ def test_bad_cron_expression_is_a_configuration_error(
     assert result.returncode == 2
     assert "SCHEDULE_CRON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_an_account_event_whose_ack_fails_is_redelivered_and_the_scheduler_stays_up(
+    start_scheduler: Callable[..., ServiceProcess],
+    nats_server: NatsServer,
+    js: JetStreamContext,
+    sched_db_url: str,
+) -> None:
+    """The crash of issue 12: an ack that raised ended the accounts worker and the process.
+
+    The fault is real: the event is in hand (its handler waits on a lock this test holds on
+    airbnb.accounts) when nats-server stops; with the reconnect buffer off, the ack after
+    the handler raises at once. The scheduler must keep serving, and the event come back.
+    """
+    port = free_port()
+    c = topology.SCHEDULER_ACCOUNTS
+    await eventually(lambda: _events_drained(js), 15, "earlier account events handled")
+    proc = start_scheduler(
+        NATS_RECONNECT_BUFFER_BYTES="0", JETSTREAM_ACK_WAIT_S="2", HTTP_PORT=str(port)
+    )
+    before = (await js.consumer_info(c.stream, c.durable)).delivered.consumer_seq
+    holder = await asyncpg.connect(sched_db_url)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("LOCK TABLE airbnb.accounts IN ACCESS EXCLUSIVE MODE")
+        # No such account: once it can read, the handler has nothing to do but ack.
+        event = AccountEvent(
+            event="created", account_id=new_account_id(), at=dt.datetime.now(dt.UTC)
+        )
+        await js.publish(topology.account_event_subject("created"), encode(event))
+        await eventually(lambda: blocked_on_a_lock(holder), 15, "the handler to wait")
+        nats_server.stop()
+        await asyncio.to_thread(proc.wait_for_log, r"NATS disconnected")
+        await lock.commit()
+        await asyncio.to_thread(proc.wait_for_log, r"could not ack a message on airbnb\.accounts")
+    finally:
+        nats_server.start()
+        await holder.close()
+    await wait_ready(port)
+
+    async def redelivered_and_acked() -> bool:
+        info = await js.consumer_info(c.stream, c.durable)
+        return (
+            info.delivered.consumer_seq >= before + 2
+            and info.num_pending == 0
+            and info.num_ack_pending == 0
+        )
+
+    await eventually(redelivered_and_acked, 30, "the event redelivered and acked")
+    assert proc.proc.poll() is None
+    assert "ended unexpectedly" not in proc.output()
+    await wait_ready(port)
+    assert proc.terminate(timeout=10) == 0
+    await topology.provision(js)  # the consumers' ack_wait back to the default

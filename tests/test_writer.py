@@ -41,7 +41,14 @@ from shared.messages import (
 )
 from shared.metric_tables import METRIC_TABLES, TableName
 from tests.cookies import auth_cookie
-from tests.infra import ServiceLauncher, ServiceProcess, free_port
+from tests.infra import (
+    NatsServer,
+    ServiceLauncher,
+    ServiceProcess,
+    blocked_on_a_lock,
+    free_port,
+    wait_ready,
+)
 
 SCRAPE_DAY = dt.date(2025, 7, 11)
 MIDNIGHT = dt.datetime(2025, 7, 11, tzinfo=dt.UTC)
@@ -905,3 +912,58 @@ async def test_a_rotation_without_its_job_goes_to_dead_letters(
         1,
         auth_cookie(account_id, "operator-1"),
     )
+
+
+async def test_a_batch_whose_acks_fail_is_redelivered_and_the_writer_stays_up(
+    launcher: ServiceLauncher,
+    nats_server: NatsServer,
+    nc: NatsClient,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    """A real fault in the handler's settle: the batch is committed while nats-server is
+    down (its commit waited on a job row this test holds), and with the reconnect buffer
+    off every ack raises. The writer keeps serving; the batch comes back and changes nothing.
+    """
+    js = nc.jetstream()
+    await topology.provision(js)
+    c = topology.WRITER_RESULTS
+    account_id, job_id = await new_job(db)
+    messages, expected = sync_messages(account_id, job_id)
+    before = (await js.consumer_info(c.stream, c.durable)).delivered.consumer_seq
+    port = free_port()
+    holder = await asyncpg.connect(database_url)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM airbnb.sync_jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        seq = await publish_all(js, messages)
+        writer = start_writer(
+            launcher,
+            {
+                "NATS_RECONNECT_BUFFER_BYTES": "0",
+                "JETSTREAM_ACK_WAIT_S": "2",
+                "HTTP_PORT": str(port),
+            },
+        )
+        await wait_until(lambda: blocked_on_a_lock(holder), "the commit to wait")
+        nats_server.stop()
+        await asyncio.to_thread(writer.wait_for_log, r"NATS disconnected")
+        await lock.commit()
+        await asyncio.to_thread(writer.wait_for_log, r"could not ack a message on airbnb\.sync")
+    finally:
+        nats_server.start()
+        await holder.close()
+    await wait_ready(port)
+    await wait_consumed(js, seq, within=30)
+    info = await js.consumer_info(c.stream, c.durable)
+    assert info.delivered.consumer_seq > before + len(messages)  # redelivered
+    job = await wait_job_final(db, job_id)
+    assert job["status"] == "succeeded", job
+    assert job["rows_written"] == sum(len(rows) for rows in expected.values())
+    for table, rows in expected.items():
+        assert len(await metric_rows(db, table, account_id)) == len(rows), table
+    assert writer.proc.poll() is None
+    assert "ended unexpectedly" not in writer.output()
+    assert writer.terminate() == 0
+    await topology.provision(js)  # the consumers' ack_wait back to the default

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from aiohttp import web
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from services.fetcher import pipeline
 from services.fetcher.settings import FetcherSettings
@@ -37,6 +34,7 @@ from services.fetcher.sync import (
 from shared import topology
 from shared.crypto import CredentialCipher
 from shared.dead_letters import send_to_dead_letters
+from shared.jetstream import Delivery, PullWorker, describe_error
 from shared.logs import log_context, setup_logging
 from shared.messages import JobEvent, MessageDecodeError, SyncRequest, decode
 from shared.metrics import SYNCS_IN_FLIGHT
@@ -58,45 +56,7 @@ def chunk_limit(setting: int, max_payload: int) -> int:
     return max(1024, min(setting, max_payload - HEADER_ROOM_BYTES))
 
 
-@dataclass
-class InFlight:
-    """A request being worked on; ``settled`` once it was acked, nak'ed or termed."""
-
-    msg: Msg
-    settled: bool = False
-
-
-async def settle(flight: InFlight, what: str, delay: float | None = None) -> None:
-    flight.settled = True
-    msg = flight.msg
-    try:
-        if what == "ack":
-            await msg.ack()
-        elif what == "nak":
-            await msg.nak(delay=delay)
-        else:
-            await msg.term()
-    except Exception as exc:
-        # The request comes back after ack_wait; the KV keys make that cheap.
-        log.warning("could not %s the sync request: %s", what, exc)
-
-
-async def heartbeat(msg: Msg, interval_s: float) -> None:
-    """Tell JetStream the request is still being worked on, so it is not redelivered."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await msg.in_progress()
-        except Exception as exc:
-            log.warning("in-progress ack failed: %s", exc)
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def give_up(deps: SyncDeps, flight: InFlight, req: SyncRequest, reason: str) -> None:
+async def give_up(deps: SyncDeps, flight: Delivery, req: SyncRequest, reason: str) -> None:
     """Report a sync that will never succeed: JobEvent(failed), a dead letter, term."""
     reason = pipeline.clip_reason(reason)
     log.error("sync failed for good: %s", reason)
@@ -115,20 +75,19 @@ async def give_up(deps: SyncDeps, flight: InFlight, req: SyncRequest, reason: st
         await send_to_dead_letters(deps.js, SERVICE, flight.msg, reason, category="sync_failed")
     except Exception as exc:
         log.error("could not report the failed sync: %s", describe_error(exc))
-        deliveries = flight.msg.metadata.num_delivered
+        deliveries = flight.deliveries
         if deliveries < topology.MAX_DELIVER:
             # Not lost: the next delivery fails again and tries to report it again.
             delay = pipeline.retry_delay(
                 deliveries, deps.settings.fetcher_retry_base_s, deps.settings.fetcher_retry_cap_s
             )
-            await settle(flight, "nak", delay)
+            await flight.nak(delay)
         else:
-            await settle(flight, "term")
+            await flight.term()
 
 
-async def process(deps: SyncDeps, flight: InFlight, req: SyncRequest) -> None:
-    msg = flight.msg
-    deliveries = msg.metadata.num_delivered
+async def process(deps: SyncDeps, flight: Delivery, req: SyncRequest) -> None:
+    deliveries = flight.deliveries
     log.info(
         "sync started",
         extra={
@@ -158,38 +117,28 @@ async def process(deps: SyncDeps, flight: InFlight, req: SyncRequest) -> None:
             delay,
             reason,
         )
-        await settle(flight, "nak", delay)
+        await flight.nak(delay)
         return
-    await settle(flight, "ack")
+    await flight.ack()
     log.info("sync request done: %s", outcome, extra={"outcome": outcome})
 
 
-async def handle(deps: SyncDeps, flight: InFlight) -> None:
-    msg = flight.msg
+async def handle(deps: SyncDeps, flight: Delivery) -> None:
+    """One sync request, start to settle (the worker sends its heartbeats)."""
     try:
-        req = decode(SyncRequest, msg.data)
+        req = decode(SyncRequest, flight.msg.data)
     except MessageDecodeError as exc:
-        flight.settled = True
-        try:
-            await send_to_dead_letters(
-                deps.js, SERVICE, msg, f"undecodable SyncRequest: {exc}", category="undecodable"
-            )
-        except Exception as dl_exc:
-            log.error("could not dead-letter an undecodable request: %s", dl_exc)
-            await settle(flight, "nak", deps.settings.fetcher_retry_base_s)
+        await flight.dead_letter(
+            f"undecodable SyncRequest: {exc}",
+            category="undecodable",
+            nak_delay=deps.settings.fetcher_retry_base_s,
+        )
         return
     with log_context(job_id=str(req.job_id), account_id=req.account_id):
         SYNCS_IN_FLIGHT.inc()
-        # Never slower than ack_wait allows, whatever FETCHER_HEARTBEAT_S says.
-        interval = min(
-            deps.settings.fetcher_heartbeat_s,
-            topology.heartbeat_interval(deps.settings.jetstream_ack_wait_s),
-        )
-        beat = asyncio.create_task(heartbeat(msg, interval))
         try:
             await process(deps, flight, req)
         finally:
-            beat.cancel()
             SYNCS_IN_FLIGHT.dec()
 
 
@@ -204,57 +153,36 @@ async def fetch_worker(app: web.Application, stopping: asyncio.Event) -> None:
         settings=settings,
         chunk_max_bytes=chunk_limit(settings.fetcher_chunk_max_bytes, nc.max_payload),
     )
-    consumer = topology.FETCHER_REQUESTS
-    sub = await js.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
-    running: dict[asyncio.Task[None], InFlight] = {}
 
-    def finished(task: asyncio.Task[None]) -> None:
-        running.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("sync task failed", exc_info=task.exception())
+    async def handle_one(batch: Sequence[Delivery]) -> None:
+        (flight,) = batch
+        await handle(deps, flight)
 
-    stop_wait = asyncio.create_task(stopping.wait())
+    worker = PullWorker(
+        js,
+        topology.FETCHER_REQUESTS,
+        handle_one,
+        service=SERVICE,
+        max_in_flight=settings.fetcher_concurrency,
+        # Never slower than ack_wait allows, whatever FETCHER_HEARTBEAT_S says.
+        heartbeat_s=min(
+            settings.fetcher_heartbeat_s,
+            topology.heartbeat_interval(settings.jetstream_ack_wait_s),
+        ),
+        # SIGTERM: cancel the syncs and nak their requests at once; another replica
+        # resumes them, skipping the listings already published (the KV keys).
+        on_stop="cancel",
+        fetch_wait_s=FETCH_WAIT_S,
+        what="sync requests",
+        logger=log,
+    )
+    await worker.bind()
     log.info(
         "pulling sync requests (up to %d at once, chunks <= %d bytes)",
         settings.fetcher_concurrency,
         deps.chunk_max_bytes,
     )
-    try:
-        while not stopping.is_set():
-            free = settings.fetcher_concurrency - len(running)
-            if free <= 0:
-                await asyncio.wait({*running, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                msgs = await sub.fetch(free, timeout=FETCH_WAIT_S)
-            except NatsTimeoutError:
-                continue
-            except Exception as exc:  # NATS reconnecting, a server hiccup
-                log.warning("pulling sync requests failed: %s", describe_error(exc))
-                await asyncio.wait({stop_wait}, timeout=1.0)
-                continue
-            for msg in msgs:
-                flight = InFlight(msg)
-                if stopping.is_set():
-                    await settle(flight, "nak")
-                    continue
-                task = asyncio.create_task(handle(deps, flight))
-                running[task] = flight
-                task.add_done_callback(finished)
-    finally:
-        stop_wait.cancel()
-        in_flight = dict(running)
-        for task in in_flight:
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        unsettled = [f for f in in_flight.values() if not f.settled]
-        for flight in unsettled:
-            # No delay: another replica resumes at once, skipping the published listings.
-            await settle(flight, "nak")
-        if unsettled:
-            log.info("handed back %d sync requests in flight", len(unsettled))
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    await worker.run(stopping)
 
 
 def create_app(settings: FetcherSettings) -> web.Application:

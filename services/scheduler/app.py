@@ -22,12 +22,12 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 
 import aiocron
 from aiohttp import web
 from cronsim import CronSim
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from services.scheduler import emit
 from services.scheduler.plan import event_wants_backfill
@@ -35,7 +35,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
 from shared import topology
 from shared.backoff import backoff_delays
-from shared.dead_letters import send_to_dead_letters
+from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context, setup_logging
 from shared.messages import (
     AccountEvent,
@@ -125,12 +125,15 @@ async def trigger_worker(app: web.Application, stopping: asyncio.Event) -> None:
 # --- account events -----------------------------------------------------------------------
 
 
-async def dead_letter(app: web.Application, msg: Msg, reason: str) -> None:
-    """Park a message that cannot be handled, with its reason, and stop its redelivery."""
-    await send_to_dead_letters(
-        app[JETSTREAM], SERVICE, msg, reason, category=reason.split(":", 1)[0]
-    )
-    log.error("account event sent to the dead-letter stream: %s", reason)
+async def dead_letter(event: Delivery, reason: str) -> None:
+    """Park a message that cannot be handled, with its reason, and stop its redelivery.
+
+    A failure to dead-letter is logged and the event nak'ed: it comes back and tries again.
+    """
+    if await event.dead_letter(
+        reason, category=reason.split(":", 1)[0], nak_delay=EVENT_RETRY_DELAY_S
+    ):
+        log.error("account event sent to the dead-letter stream: %s", reason)
 
 
 async def handle_account_event(app: web.Application, event: AccountEvent) -> None:
@@ -154,39 +157,44 @@ async def handle_account_event(app: web.Application, event: AccountEvent) -> Non
         log.info("account %s event: no backfill (%s)", event.event, outcome.reply.error)
 
 
-async def accounts_worker(app: web.Application, stopping: asyncio.Event) -> None:
-    consumer = topology.SCHEDULER_ACCOUNTS
-    sub = await app[JETSTREAM].pull_subscribe_bind(consumer.durable, stream=consumer.stream)
-    while not stopping.is_set():
+async def handle_account_events(app: web.Application, batch: Sequence[Delivery]) -> None:
+    """Handle a batch of account events in order; each one is settled, none raises."""
+    for msg in batch:
         try:
-            msgs = await sub.fetch(EVENTS_BATCH, timeout=1)
-        except (TimeoutError, NatsTimeoutError):
+            event = decode(AccountEvent, msg.data)
+        except MessageDecodeError as exc:
+            await dead_letter(msg, f"undecodable: {exc}")
             continue
-        except Exception as exc:
-            if stopping.is_set():
-                break
-            log.warning("fetching account events failed (%r); retrying", exc)
-            await asyncio.sleep(1)
-            continue
-        for msg in msgs:
+        with log_context(account_id=event.account_id):
             try:
-                event = decode(AccountEvent, msg.data)
-            except MessageDecodeError as exc:
-                await dead_letter(app, msg, f"undecodable: {exc}")
+                await handle_account_event(app, event)
+            except Exception as exc:
+                if msg.deliveries >= topology.MAX_DELIVER:
+                    await dead_letter(msg, f"failed: {exc!r}")
+                else:
+                    log.warning("account event not handled (%r); redelivered later", exc)
+                    await msg.nak(EVENT_RETRY_DELAY_S)
                 continue
-            with log_context(account_id=event.account_id):
-                try:
-                    await handle_account_event(app, event)
-                except Exception as exc:
-                    if msg.metadata.num_delivered >= topology.MAX_DELIVER:
-                        await dead_letter(app, msg, f"failed: {exc!r}")
-                    else:
-                        log.warning("account event not handled (%r); redelivered later", exc)
-                        await msg.nak(delay=EVENT_RETRY_DELAY_S)
-                    continue
-            await msg.ack()
-    with contextlib.suppress(Exception):
-        await sub.unsubscribe()
+        await msg.ack()
+
+
+async def accounts_worker(app: web.Application, stopping: asyncio.Event) -> None:
+    async def handle(batch: Sequence[Delivery]) -> None:
+        await handle_account_events(app, batch)
+
+    worker = PullWorker(
+        app[JETSTREAM],
+        topology.SCHEDULER_ACCOUNTS,
+        handle,
+        service=SERVICE,
+        max_in_flight=EVENTS_BATCH,
+        batch_max=EVENTS_BATCH,
+        heartbeat_s=topology.heartbeat_interval(app[SETTINGS].jetstream_ack_wait_s),
+        on_stop="finish",
+        what="account events",
+        logger=log,
+    )
+    await worker.run(stopping)
 
 
 # --- start-up and the daily run -----------------------------------------------------------

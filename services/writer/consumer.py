@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
-import nats.errors
 import orjson
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.writer import plan, store
@@ -42,7 +40,7 @@ from services.writer.plan import Planned, RowError
 from services.writer.settings import WriterSettings
 from shared import topology
 from shared.backoff import backoff_delays, capped_backoff
-from shared.dead_letters import send_to_dead_letters
+from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context
 from shared.messages import MessageDecodeError
 from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, CREDENTIAL_ROTATIONS, JOBS, ROWS_WRITTEN
@@ -86,13 +84,6 @@ def redelivery_delay(num_delivered: int) -> float:
     return float(capped_backoff(num_delivered, 1, 60))
 
 
-def _deliveries(msg: Msg) -> int:
-    try:
-        return msg.metadata.num_delivered
-    except Exception:
-        return 1
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -118,7 +109,7 @@ class _Stopped:
 
 
 _Outcome = _Committed | _Orphans | _Failed | _Stopped
-_Item = tuple[Msg, Planned]
+_Item = tuple[Delivery, Planned]
 
 
 class Writer:
@@ -139,64 +130,46 @@ class Writer:
         # In-progress acks well inside the consumer's ack_wait (JETSTREAM_ACK_WAIT_S), so no
         # message of a batch in hand (a slow commit, PostgreSQL down) goes to another writer.
         self._heartbeat_s = heartbeat_interval(settings.jetstream_ack_wait_s)
-        # Messages taken from NATS and not yet acked, termed or nak'ed.
-        self._in_hand: dict[int, Msg] = {}
+        # The batch in hand; each message is settled (acked, termed or nak'ed) once.
+        self._in_hand: list[Delivery] = []
         self._copy_strategy = plan.CopyStrategy()
 
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
         consumer = topology.WRITER_RESULTS
-        sub = await self.js.pull_subscribe_bind(consumer.durable, stream=consumer.stream)
+        worker = PullWorker(
+            self.js,
+            consumer,
+            self.handle_batch,
+            service=SERVICE,
+            # One batch in hand at a time: up to WRITER_BATCH_MAX_MESSAGES, pulled for
+            # WRITER_BATCH_MAX_WAIT_S after the first one.
+            max_in_flight=self.settings.writer_batch_max_messages,
+            batch_max=self.settings.writer_batch_max_messages,
+            batch_wait_s=self.settings.writer_batch_max_wait_s,
+            heartbeat_s=self._heartbeat_s,
+            # The batch in hand sees ``stopping`` and naks itself.
+            on_stop="finish",
+            fetch_wait_s=IDLE_FETCH_S,
+            what="results",
+            logger=log,
+        )
+        await worker.bind()
         log.info(
             "consuming %s/%s in batches of up to %d messages",
             consumer.stream,
             consumer.durable,
             self.settings.writer_batch_max_messages,
         )
-        try:
-            while not self.stopping.is_set():
-                msgs = await self._next_batch(sub)
-                if msgs:
-                    await self.handle_batch(msgs)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to WRITER_BATCH_MAX_MESSAGES, waiting WRITER_BATCH_MAX_WAIT_S after the first one."""
-        limit = self.settings.writer_batch_max_messages
-        try:
-            msgs = await sub.fetch(limit, timeout=IDLE_FETCH_S)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except nats.errors.Error as exc:
-            # NATS away or reconnecting: nats-py reconnects by itself; wait a little.
-            log.warning("fetching from NATS failed: %s", _describe(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
-            return []
-        deadline = time.monotonic() + self.settings.writer_batch_max_wait_s
-        while len(msgs) < limit and not self.stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining < 0.01:
-                break
-            try:
-                msgs.extend(await sub.fetch(limit - len(msgs), timeout=remaining))
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            except nats.errors.Error as exc:
-                log.warning("fetching from NATS failed: %s", _describe(exc))
-                break
-        return msgs
+        await worker.run(self.stopping)
 
     # --- one batch ------------------------------------------------------------------------
 
-    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+    async def handle_batch(self, msgs: Sequence[Delivery]) -> None:
+        """One batch (the worker heartbeats its unsettled messages meanwhile)."""
         started = time.monotonic()
-        for msg in msgs:
-            self._in_hand[id(msg)] = msg
-        heartbeat = asyncio.create_task(self._keep_in_flight(), name="writer-heartbeat")
+        self._in_hand = list(msgs)
         try:
             items: list[_Item] = []
             for msg in msgs:
@@ -215,12 +188,11 @@ class Writer:
                     items.append((msg, planned))
             await self._process(items, started)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             # Whatever is still in hand (an unexpected error above) is offered again.
-            for msg in list(self._in_hand.values()):
-                await self._settle(msg, "nak")
+            for msg in self._in_hand:
+                if not msg.settled:
+                    await msg.nak()
+            self._in_hand = []
 
     async def _process(self, items: list[_Item], started: float) -> None:
         while items:
@@ -231,7 +203,7 @@ class Writer:
             if isinstance(outcome, _Stopped):
                 log.info("stopping: %d message(s) of the batch nak'ed for redelivery", len(items))
                 for msg, _ in items:
-                    await self._settle(msg, "nak")
+                    await msg.nak()
                 return
             if isinstance(outcome, _Orphans):
                 for i, reason in outcome.reasons.items():
@@ -249,7 +221,7 @@ class Writer:
             for n, item in enumerate(items):
                 if self.stopping.is_set():
                     for msg, _ in items[n:]:
-                        await self._settle(msg, "nak")
+                        await msg.nak()
                     return
                 await self._process([item], time.monotonic())
             return
@@ -280,9 +252,9 @@ class Writer:
                 if self.stopping.is_set():
                     return _Stopped()
 
-    async def _failed_alone(self, msg: Msg, exc: BaseException) -> None:
+    async def _failed_alone(self, msg: Delivery, exc: BaseException) -> None:
         kind = classify_error(exc)
-        deliveries = _deliveries(msg)
+        deliveries = msg.deliveries
         reason = f"{_describe(exc)} (delivery {deliveries})"
         if kind == "permanent":
             await self._dead_letter(msg, f"cannot be written: {reason}", "bad_data")
@@ -297,41 +269,19 @@ class Writer:
                 delay,
                 extra={"subject": msg.subject, "deliveries": deliveries},
             )
-            await self._settle(msg, "nak", delay=delay)
+            await msg.nak(delay)
 
     # --- settling messages ----------------------------------------------------------------
+    # Delivery.ack/nak never raise: a message not acked is redelivered later, which the
+    # ledger makes harmless.
 
-    async def _settle(
-        self, msg: Msg, how: Literal["ack", "nak"], *, delay: float | None = None
-    ) -> None:
-        self._in_hand.pop(id(msg), None)
-        try:
-            if how == "ack":
-                await msg.ack()
-            else:
-                await msg.nak(delay=delay)
-        except Exception as exc:
-            # Not acked means redelivered later, which the ledger makes harmless.
-            log.warning("could not %s a message on %s: %s", how, msg.subject, _describe(exc))
-
-    async def _dead_letter(self, msg: Msg, reason: str, category: str) -> None:
-        self._in_hand.pop(id(msg), None)
-        try:
-            await send_to_dead_letters(self.js, SERVICE, msg, reason, category=category)
-        except Exception as exc:
-            log.error("could not dead-letter a message on %s: %s", msg.subject, _describe(exc))
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=redelivery_delay(_deliveries(msg)))
+    async def _dead_letter(self, msg: Delivery, reason: str, category: str) -> None:
+        await msg.dead_letter(reason, category=category, nak_delay=redelivery_delay(msg.deliveries))
 
     async def _send_in_progress(self) -> None:
-        for msg in list(self._in_hand.values()):
-            with contextlib.suppress(Exception):
+        for msg in self._in_hand:
+            if not msg.settled:
                 await msg.in_progress()
-
-    async def _keep_in_flight(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            await self._send_in_progress()
 
     # --- after commit ---------------------------------------------------------------------
 
@@ -339,7 +289,7 @@ class Writer:
         self, items: list[_Item], result: store.CommitResult, started: float
     ) -> None:
         for msg, _ in items:
-            await self._settle(msg, "ack")
+            await msg.ack()
         COMMIT_SECONDS.observe(time.monotonic() - started)
         BATCH_ROWS.observe(result.rows_copied)
         for table, n in result.rows_written.items():
