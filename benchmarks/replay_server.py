@@ -43,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from services.simulator import sessions, tls
+from services.simulator.app import set_cookies
 
 READY = "replay server listening on"
 ROTATE_EVERY = sessions.DEFAULT_ROTATE_EVERY
@@ -76,15 +77,6 @@ def create_app(spec: dict[str, Any], compress: bool) -> web.Application:
     dashboard = spec["dashboard"].encode()
     served = itertools.count(1)
     peers: set[Any] = set()
-
-    def set_cookies(
-        response: web.StreamResponse, request: web.Request, jar: dict[str, str]
-    ) -> None:
-        domain = sessions.cookie_domain(request.host)
-        for name, value in jar.items():
-            response.headers.add(
-                "Set-Cookie", sessions.set_cookie_header(name, value, domain, request.secure)
-            )
 
     async def graphql(request: web.Request) -> web.Response:
         key = await request.read()

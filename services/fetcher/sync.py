@@ -147,11 +147,12 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     async with new_client(deps, req, cookies.format_cookie_header(stored)) as client:
         try:
             try:
+                announced = await announced_listings(deps, req)
                 # A redelivery (or a replay) with every listing already published asks
                 # Airbnb nothing, so it loads no page either.
-                if client.cookie_mode == "jar" and not await nothing_left(deps, req):
+                if client.cookie_mode == "jar" and not await all_recorded(deps, req, announced):
                     await client.preflight()
-                listings = await job_listings(deps, client, req)
+                listings = await job_listings(deps, client, req, announced)
                 for listing in listings:
                     await sync_listing(deps, client, req, window, listing)
             finally:
@@ -178,12 +179,17 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     return "completed"
 
 
-async def nothing_left(deps: SyncDeps, req: SyncRequest) -> bool:
-    """True when an earlier delivery announced the listings and recorded every one."""
+async def announced_listings(deps: SyncDeps, req: SyncRequest) -> list[Listing] | None:
+    """The listings an earlier delivery of this job announced, or None (a first delivery)."""
     stored = await kv_get(deps.kv, topology.fetch_listings_key(req.job_id))
-    if stored is None:
+    return None if stored is None else pipeline.decode_listings(stored)
+
+
+async def all_recorded(deps: SyncDeps, req: SyncRequest, announced: list[Listing] | None) -> bool:
+    """True when an earlier delivery announced the listings and recorded every one."""
+    if announced is None:
         return False
-    for listing in pipeline.decode_listings(stored):
+    for listing in announced:
         key = topology.fetch_progress_key(req.job_id, listing.listing_id)
         if await kv_get(deps.kv, key) is None:
             return False
@@ -227,17 +233,18 @@ async def save_rotated_cookies(
     )
 
 
-async def job_listings(deps: SyncDeps, client: AirbnbClient, req: SyncRequest) -> list[Listing]:
+async def job_listings(
+    deps: SyncDeps, client: AirbnbClient, req: SyncRequest, announced: list[Listing] | None
+) -> list[Listing]:
     """The job's listings, announced with ``JobEvent(started)``.
 
     The first delivery asks Airbnb and keeps the answer in the KV bucket before
-    announcing it; a redelivery reuses that set, so the writer's ``listings_total``
-    and the listings fetched never disagree, even if the host changed listings since.
+    announcing it; a redelivery reuses that set (``announced``, read from the bucket by
+    the caller), so the writer's ``listings_total`` and the listings fetched never
+    disagree, even if the host changed listings since.
     """
-    key = topology.fetch_listings_key(req.job_id)
-    stored = await kv_get(deps.kv, key)
-    if stored is not None:
-        listings = pipeline.decode_listings(stored)
+    if announced is not None:
+        listings = announced
         log.info("resuming a redelivered sync of %d listings", len(listings))
     else:
         try:
@@ -247,6 +254,7 @@ async def job_listings(deps: SyncDeps, client: AirbnbClient, req: SyncRequest) -
             raise
         except AirbnbError as exc:  # MalformedResponseError included
             raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
+        key = topology.fetch_listings_key(req.job_id)
         await deps.kv.put(key, pipeline.encode_listings(listings))
     # Published on every delivery: if a crash came between the KV put and this publish,
     # the redelivery sends it; otherwise JetStream drops the copy by its msg id.

@@ -168,11 +168,11 @@ def _reply(
         headers=dict(reply.headers),
     )
     if request is not None and cookies:
-        _set_cookies(response, request, cookies)
+        set_cookies(response, request, cookies)
     return response
 
 
-def _set_cookies(
+def set_cookies(
     response: web.StreamResponse, request: web.Request, cookies: Mapping[str, str]
 ) -> None:
     # Written by hand (not response.set_cookie) so the attributes follow the pure rule
@@ -191,7 +191,7 @@ def _redirect(
         status=302, headers={"Location": location}, text="", content_type="text/html"
     )
     if cookies:
-        _set_cookies(response, request, cookies)
+        set_cookies(response, request, cookies)
     return response
 
 
