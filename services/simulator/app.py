@@ -333,15 +333,16 @@ async def preflight(request: web.Request) -> web.Response:
     cookies = _request_cookies(request)
     owner = user_id(cookies)
     store = request.app[SESSIONS]
-    if owner is not None and world.account(owner) is not None:
-        rec = store.get(owner)
-        rec.preflights += 1
-        store.update(owner, rec)
+    if owner is None or world.account(owner) is None:
+        return _redirect(request, sessions.LOGIN_REDIRECT)
+    # Counted live or dead, and the state written once per preflight.
+    rec = store.get(owner)
+    rec.preflights += 1
     account = world.account_for_cookies(cookies)
     if account is None or _dead_reason(request, account, cookies) is not None:
+        store.update(owner, rec)
         return _redirect(request, sessions.LOGIN_REDIRECT)
 
-    rec = store.get(account.account_id)
     key = sessions.session_key(account.seed)
     today = request.app[TODAY]()
     session_id = sessions.airbed_session_id(key, account.account_id, rec.generation)
