@@ -32,6 +32,7 @@ from services.fetcher.sync import (
     run_sync,
 )
 from shared import topology
+from shared.backoff import capped_backoff
 from shared.crypto import CredentialCipher
 from shared.dead_letters import send_to_dead_letters
 from shared.jetstream import Delivery, PullWorker, describe_error
@@ -78,12 +79,15 @@ async def give_up(deps: SyncDeps, flight: Delivery, req: SyncRequest, reason: st
         deliveries = flight.deliveries
         if deliveries < topology.MAX_DELIVER:
             # Not lost: the next delivery fails again and tries to report it again.
-            delay = pipeline.retry_delay(
-                deliveries, deps.settings.fetcher_retry_base_s, deps.settings.fetcher_retry_cap_s
-            )
+            delay = redelivery_delay(deps.settings, deliveries)
             await flight.nak(delay)
         else:
             await flight.term()
+
+
+def redelivery_delay(settings: FetcherSettings, deliveries: int) -> float:
+    """Seconds before a failed sync is offered again: the one curve, in its deliveries."""
+    return capped_backoff(deliveries, settings.fetcher_retry_base_s, settings.fetcher_retry_cap_s)
 
 
 async def process(deps: SyncDeps, flight: Delivery, req: SyncRequest) -> None:
@@ -107,9 +111,7 @@ async def process(deps: SyncDeps, flight: Delivery, req: SyncRequest) -> None:
         if deliveries >= topology.MAX_DELIVER:
             await give_up(deps, flight, req, f"gave up after {deliveries} deliveries: {reason}")
             return
-        delay = pipeline.retry_delay(
-            deliveries, deps.settings.fetcher_retry_base_s, deps.settings.fetcher_retry_cap_s
-        )
+        delay = redelivery_delay(deps.settings, deliveries)
         log.warning(
             "sync failed (delivery %d of %d); offered again in %.1fs: %s",
             deliveries,

@@ -23,9 +23,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, TypedDict
 
-import orjson
-from pydantic_core import to_jsonable_python
-
 from shared.airbnb.errors import MalformedResponseError
 from shared.airbnb.flatteners import (
     ChartPoint,
@@ -44,8 +41,7 @@ from shared.airbnb.pivots import (
     scrape_time,
 )
 from shared.airbnb.windows import DateRange
-from shared.backoff import capped_backoff
-from shared.messages import ListingResult, RowBatch
+from shared.messages import ListingResult, RowBatch, encode, to_json
 from shared.metric_tables import EXTRA_METRICS_COLUMN, TABLE_NAMES, TableName
 
 # Error texts travel in ListingResult/JobEvent and end up in the API; keep them readable.
@@ -173,18 +169,6 @@ def extra_metric_names(tables: Mapping[TableName, Sequence[Row]]) -> dict[TableN
 # --- rows -> chunks -> messages ------------------------------------------------------------
 
 
-def _to_json(value: Any) -> bytes:
-    """``value`` as it travels: the JSON pydantic's ``model_dump(mode="json")`` gives.
-
-    orjson writes dates, and datetimes with ``OPT_UTC_Z``, exactly as pydantic renders
-    them (``2025-07-11``, ``2025-07-11T00:00:00Z``), so the rows of a chunk are encoded
-    as the pivots built them: converting them to JSON types first, one value at a time,
-    was a quarter of the fetcher's CPU per response (benchmarks/bench_fetcher.py).
-    Anything orjson cannot write goes through pydantic itself.
-    """
-    return orjson.dumps(value, default=to_jsonable_python, option=orjson.OPT_UTC_Z)
-
-
 def chunk_rows(rows: Sequence[Row], budget: int) -> list[list[Row]]:
     """Greedy, order-keeping cut of ``rows`` into lists whose JSON array body (rows and
     the commas between them) takes at most ``budget`` bytes.
@@ -195,13 +179,13 @@ def chunk_rows(rows: Sequence[Row], budget: int) -> list[list[Row]]:
         return []
     # Usually a listing's whole table fits in one chunk: one encoding of all rows (the
     # body is the array less its brackets) then decides, with the greedy cut's answer.
-    if len(_to_json(rows)) - 2 <= budget:
+    if len(to_json(rows)) - 2 <= budget:
         return [list(rows)]
     chunks: list[list[Row]] = []
     current: list[Row] = []
     used = 0
     for row in rows:
-        size = len(_to_json(row))
+        size = len(to_json(row))
         if size > budget:
             raise ChunkTooLargeError(
                 f"one row takes {size} bytes, more than a whole chunk ({budget} bytes of rows)"
@@ -238,7 +222,7 @@ def row_batches(
             # Not validated again: every field is typed here and the rows are the pivots'
             # (validating ~1,000 rows per chunk was a tenth of the fetcher's CPU per
             # response, benchmarks/bench_fetcher.py). They keep their dates as the
-            # pivots made them; only the encoding (:func:`encode_batch`) turns them
+            # pivots made them; only the encoding (``shared.messages.encode``) turns them
             # into text.
             return RowBatch.model_construct(
                 job_id=job_id,
@@ -250,34 +234,13 @@ def row_batches(
                 rows=chunk,
             )
 
-        # encode_batch is the model's own encoding, byte for byte (and no pydantic walk).
-        envelope = len(encode_batch(batch(_CHUNK_NO_BOUND, [])))
+        envelope = len(encode(batch(_CHUNK_NO_BOUND, [])))
         budget = max_bytes - envelope
         if budget <= 0:
             raise ChunkTooLargeError(f"a chunk limit of {max_bytes} bytes leaves no room for rows")
         for chunk_no, chunk in enumerate(chunk_rows(rows, budget)):
             batches.append(batch(chunk_no, chunk))
     return batches
-
-
-def encode_batch(batch: RowBatch) -> bytes:
-    """``shared.messages.encode(batch)``, byte for byte, for a batch of :func:`row_batches`.
-
-    pydantic's ``model_dump`` walk over every value is skipped: orjson writes the rows,
-    the UUID and the dates as pydantic does (:func:`_to_json`;
-    tests/test_fetcher_pipeline.py holds the two equal).
-    """
-    return _to_json(
-        {
-            "job_id": str(batch.job_id),
-            "account_id": batch.account_id,
-            "listing_id": batch.listing_id,
-            "table": batch.table,
-            "chunk_no": batch.chunk_no,
-            "scrape_day": batch.scrape_day,
-            "rows": batch.rows,
-        }
-    )
 
 
 def published_result(
@@ -316,42 +279,3 @@ def failed_result(
         status="failed",
         error=clip_reason(reason),
     )
-
-
-# --- the listings a job announced ----------------------------------------------------------
-
-
-def unique_listings(listings: Iterable[Listing]) -> list[Listing]:
-    """First occurrence of each listing id, in Airbnb's order."""
-    seen: dict[str, Listing] = {}
-    for listing in listings:
-        seen.setdefault(listing.listing_id, listing)
-    return list(seen.values())
-
-
-def encode_listings(listings: Sequence[Listing]) -> bytes:
-    return orjson.dumps(
-        [
-            {
-                "listing_id": x.listing_id,
-                "internal_name": x.internal_name,
-                "listing_name": x.listing_name,
-            }
-            for x in listings
-        ]
-    )
-
-
-def decode_listings(data: bytes) -> list[Listing]:
-    return [
-        Listing(str(x["listing_id"]), x.get("internal_name"), x.get("listing_name"))
-        for x in orjson.loads(data)
-    ]
-
-
-# --- redelivery ----------------------------------------------------------------------------
-
-
-def retry_delay(num_delivered: int, base_s: float, cap_s: float) -> float:
-    """Seconds before a failed sync is offered again: exponential in its deliveries, capped."""
-    return capped_backoff(num_delivered, base_s, cap_s)

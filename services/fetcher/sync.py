@@ -36,6 +36,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.fetcher import pipeline
+from services.fetcher.announced import decode_listings, encode_listings, unique_listings
 from services.fetcher.settings import FetcherSettings
 from shared import topology
 from shared.airbnb import cookies
@@ -182,7 +183,7 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
 async def announced_listings(deps: SyncDeps, req: SyncRequest) -> list[Listing] | None:
     """The listings an earlier delivery of this job announced, or None (a first delivery)."""
     stored = await kv_get(deps.kv, topology.fetch_listings_key(req.job_id))
-    return None if stored is None else pipeline.decode_listings(stored)
+    return None if stored is None else decode_listings(stored)
 
 
 async def all_recorded(deps: SyncDeps, req: SyncRequest, announced: list[Listing] | None) -> bool:
@@ -249,13 +250,13 @@ async def job_listings(
     else:
         try:
             body = await client.post(LISTINGS_SECTION, listings_section_payload())
-            listings = pipeline.unique_listings(flatten_listings(body))
+            listings = unique_listings(flatten_listings(body))
         except AuthError:
             raise
         except AirbnbError as exc:  # MalformedResponseError included
             raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
         key = topology.fetch_listings_key(req.job_id)
-        await deps.kv.put(key, pipeline.encode_listings(listings))
+        await deps.kv.put(key, encode_listings(listings))
     # Published on every delivery: if a crash came between the KV put and this publish,
     # the redelivery sends it; otherwise JetStream drops the copy by its msg id.
     await publish_job_event(
@@ -352,7 +353,7 @@ async def publish_batches(js: JetStreamContext, batches: list[RowBatch]) -> None
             publish(
                 js,
                 topology.rows_subject(b.table),
-                pipeline.encode_batch(b),
+                encode(b),
                 topology.row_batch_msg_id(b.job_id, b.listing_id, b.table, b.chunk_no),
             )
             for b in batches

@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 import nats
-import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -44,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shared import topology
 from shared.messages import (
     FINAL_JOB_STATUSES,
+    JobUpdate,
     MessageDecodeError,
     SyncTriggerReply,
     SyncTriggerRequest,
@@ -208,26 +208,24 @@ class JobWatch:
         self.state = JobState()
         self.changed = asyncio.Event()
         self.last_update = time.monotonic()
-        self._early: list[dict[str, Any]] = []  # notifications before the job id was known
+        self._early: list[JobUpdate] = []  # notifications before the job id was known
 
     async def on_notification(self, msg: Msg) -> None:
         try:
-            snapshot = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(snapshot, dict):
-            return
+            update = decode(JobUpdate, msg.data)
+        except MessageDecodeError:
+            return  # not a job update of this version: the database poll still answers
         if self.job_id is None:
-            self._early.append(snapshot)
+            self._early.append(update)
             return
-        if str(snapshot.get("job_id")) == self.job_id:
-            self.apply(snapshot)
+        if str(update.job_id) == self.job_id:
+            self.apply(update.model_dump())
 
     def known(self, job_id: uuid.UUID) -> None:
         self.job_id = str(job_id)
-        for snapshot in self._early:
-            if str(snapshot.get("job_id")) == self.job_id:
-                self.apply(snapshot)
+        for update in self._early:
+            if str(update.job_id) == self.job_id:
+                self.apply(update.model_dump())
         self._early.clear()
 
     def apply(self, snapshot: Mapping[str, Any]) -> None:

@@ -32,18 +32,18 @@ from services.scheduler.plan import (
     choose_attempt,
     chunked,
     dedup_key,
-    encode_sync_request,
     in_key_order,
     plan_from_existing,
     plan_job,
     plan_jobs,
     refusal,
     sync_kind,
+    sync_request,
 )
 from services.scheduler.settings import SchedulerSettings
 from shared import topology
 from shared.backoff import backoff_delays
-from shared.messages import SyncTriggerReply, SyncTriggerSource
+from shared.messages import SyncTriggerReply, SyncTriggerSource, encode
 from shared.metrics import JOBS, SYNC_REQUESTS_EMITTED
 
 log = logging.getLogger("sync_airbnb.scheduler")
@@ -192,7 +192,7 @@ class RequestPublisher:
             try:
                 await self._nc.publish(
                     topology.SYNC_REQUESTED,
-                    encode_sync_request(plan),
+                    encode(sync_request(plan)),
                     reply=f"{self._inbox}.{token}",
                     headers={"Nats-Msg-Id": topology.sync_request_msg_id(plan.dedup_key)},
                 )

@@ -21,11 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TypeVar
-
-import orjson
-from pydantic_core import to_jsonable_python
 
 from shared.airbnb.windows import DateRange, WindowSettings, sync_window
 from shared.messages import (
@@ -328,41 +324,6 @@ def sync_request(plan: JobPlan) -> SyncRequest:
         window_end=plan.window_end,
         credentials=plan.credentials,
         requested_at=plan.requested_at,
-    )
-
-
-@lru_cache(maxsize=256)
-def _json_datetime(value: dt.datetime) -> str:
-    # pydantic's own rendering (``...Z`` for UTC); one fan-out shares one ``now``.
-    return str(to_jsonable_python(value))
-
-
-def encode_sync_request(plan: JobPlan) -> bytes:
-    """``encode(sync_request(plan))``, byte for byte, without building the pydantic model.
-
-    The daily fan-out encodes one request per account (100,000 in a large run); the
-    model's validation and ``model_dump`` were an eighth of its CPU (py-spy). The plan's
-    fields are typed already; orjson writes UUIDs and dates as pydantic does, and
-    tests/test_scheduler_plan.py holds the two encodings equal.
-    """
-    c = plan.credentials
-    return orjson.dumps(
-        {
-            "job_id": str(plan.job_id),  # asyncpg gives its own UUID type, which orjson refuses
-            "account_id": plan.account_id,
-            "kind": plan.kind,
-            "trigger": plan.trigger,
-            "scrape_day": plan.scrape_day,
-            "window_start": plan.window_start,
-            "window_end": plan.window_end,
-            "credentials": {
-                "cookie_token": c.cookie_token,
-                "x_client_version": c.x_client_version,
-                "user_agent": c.user_agent,
-                "version": c.version,
-            },
-            "requested_at": _json_datetime(plan.requested_at),
-        }
     )
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
-import orjson
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -42,7 +41,7 @@ from shared import topology
 from shared.backoff import backoff_delays, capped_backoff
 from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context
-from shared.messages import MessageDecodeError
+from shared.messages import MessageDecodeError, encode
 from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, CREDENTIAL_ROTATIONS, JOBS, ROWS_WRITTEN
 from shared.topology import heartbeat_interval
 
@@ -297,7 +296,7 @@ class Writer:
         for t in result.transitions:
             JOBS.labels(status=t.status).inc()
             final = t.status in plan.FINAL_STATUSES
-            snapshot = result.jobs.get(t.job_id, {})
+            snapshot = result.jobs.get(t.job_id)
             with log_context(job_id=str(t.job_id), account_id=t.account_id):
                 log.info(
                     "job %s: %s",
@@ -307,7 +306,7 @@ class Writer:
                         "status": t.status,
                         **t.counts,
                         # rows counted up to the end of this batch: exact for a final job
-                        **({"rows_written": snapshot.get("rows_written")} if final else {}),
+                        **({"rows_written": snapshot.rows_written} if final and snapshot else {}),
                     },
                 )
         for r in result.rotations:
@@ -336,11 +335,8 @@ class Writer:
                         r.version if r.version is not None else "no such account",
                         extra={"from_version": r.from_version, "version": r.version},
                     )
-        for job_id, snapshot in result.jobs.items():
-            payload = {**snapshot, "final": snapshot["status"] in plan.FINAL_STATUSES}
+        for job_id, update in result.jobs.items():
             try:
-                await self.nc.publish(
-                    topology.job_updates_subject(job_id), orjson.dumps(payload, default=str)
-                )
+                await self.nc.publish(topology.job_updates_subject(job_id), encode(update))
             except Exception as exc:  # a progress display missing one update is harmless
                 log.debug("job update not published: %s", _describe(exc))

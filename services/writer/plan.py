@@ -39,7 +39,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Final, Literal
 
-from shared import topology
+from shared import wire
 from shared.airbnb.pivots import scrape_time
 from shared.messages import (
     FINAL_JOB_STATUSES,
@@ -49,9 +49,8 @@ from shared.messages import (
     ListingResult,
     MessageDecodeError,
     RowBatch,
-    decode,
 )
-from shared.metric_tables import EXTRA_METRICS_COLUMN, METRIC_TABLES, TABLE_NAMES, MetricTable
+from shared.metric_tables import EXTRA_METRICS_COLUMN, METRIC_TABLES, MetricTable
 
 ResultMessage = RowBatch | ListingResult | JobEvent | CredentialsRotated
 Row = list[Any]
@@ -60,25 +59,18 @@ ChunkKey = tuple[uuid.UUID, str, str, int]
 
 FINAL_STATUSES: Final[frozenset[str]] = FINAL_JOB_STATUSES
 
-_MODELS: Final[dict[str, type[ResultMessage]]] = {
-    **{topology.rows_subject(t): RowBatch for t in TABLE_NAMES},
-    topology.SYNC_PROGRESS: ListingResult,
-    topology.SYNC_EVENTS: JobEvent,
-    topology.SYNC_CREDENTIALS: CredentialsRotated,
-}
+_RESULT_MODELS: Final = (RowBatch, ListingResult, JobEvent, CredentialsRotated)
 
 
 # --- decoding -----------------------------------------------------------------------------
 
 
 def decode_result(subject: str, data: bytes) -> ResultMessage:
-    """The message on ``subject``; MessageDecodeError if it is not what the subject promises."""
-    model = _MODELS.get(subject)
-    if model is None:
-        raise MessageDecodeError(f"no message type is published on subject {subject!r}")
-    message = decode(model, data)
-    if isinstance(message, RowBatch) and topology.rows_subject(message.table) != subject:
-        raise MessageDecodeError(f"RowBatch for table {message.table!r} arrived on {subject!r}")
+    """The message on ``subject`` (``shared.wire``); MessageDecodeError if it is not what
+    the subject promises, or not a sync result at all."""
+    message = wire.decode_on(subject, data)
+    if not isinstance(message, _RESULT_MODELS):
+        raise MessageDecodeError(f"{type(message).__name__} on {subject!r} is no sync result")
     return message
 
 

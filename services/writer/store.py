@@ -36,7 +36,7 @@ import orjson
 from services.writer import plan, sql
 from services.writer.plan import FINAL_STATUSES, JobRef, Planned
 from shared.db import Conn
-from shared.messages import CredentialsRotated, JobEvent, ListingResult
+from shared.messages import CredentialsRotated, JobEvent, JobUpdate, ListingResult
 from shared.metric_tables import METRIC_TABLES, SCHEMA
 
 
@@ -81,8 +81,8 @@ class CommitResult:
     rows_written: dict[str, int] = field(default_factory=dict)
     new_chunks: int = 0
     transitions: list[Transition] = field(default_factory=list)
-    # job_id -> the job row after commit, for the progress notifications
-    jobs: dict[uuid.UUID, dict[str, object]] = field(default_factory=dict)
+    # job_id -> the job after commit, for the notifications on airbnb.jobs.{job_id}
+    jobs: dict[uuid.UUID, JobUpdate] = field(default_factory=dict)
     rotations: list[Rotation] = field(default_factory=list)
 
 
@@ -249,7 +249,7 @@ async def commit_batch(
         changed = [j for j in job_ids if j in active]
         if changed:
             for r in await conn.fetch(sql.JOB_SNAPSHOTS, changed):
-                result.jobs[r["job_id"]] = dict(r)
+                result.jobs[r["job_id"]] = JobUpdate(**r, final=r["status"] in FINAL_STATUSES)
     return result
 
 

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from pydantic_core import to_jsonable_python
 
-from services.fetcher import pipeline
-from services.fetcher.app import HEADER_ROOM_BYTES, chunk_limit
+from services.fetcher import announced, pipeline
+from services.fetcher.app import HEADER_ROOM_BYTES, chunk_limit, redelivery_delay
 from services.fetcher.settings import FetcherSettings
 from services.simulator.data import (
     Account,
@@ -184,7 +184,8 @@ def test_chunks_stay_under_the_limit_and_are_deterministic() -> None:
         assert len(data) <= limit
         # The writer receives the rows as pydantic converts them (dates as ISO strings).
         assert decode(RowBatch, data) == b.model_copy(update={"rows": to_jsonable_python(b.rows)})
-        assert pipeline.encode_batch(b) == data  # the fetcher's fast encoding is the model's
+        # the one encoder's fast path is the model's own encoding, byte for byte
+        assert data == orjson.dumps(b.model_dump(mode="json"))
     # A chunk is filled before the next starts: adding the next row would break the limit.
     for first, second in itertools.pairwise(batches):
         if first.table == second.table:
@@ -210,7 +211,7 @@ def test_rows_travel_as_json_types() -> None:
     _, tables = listing_tables(listing, sync_window(TODAY, first_run=False))
     batches = batches_of(listing, tables, 512 * 1024)
     summary = next(b for b in batches if b.table == "chart_summary")
-    wire = orjson.loads(pipeline.encode_batch(summary))["rows"][0]
+    wire = orjson.loads(encode(summary))["rows"][0]
     assert wire["window_start"] == "2025-06-29"
     assert wire["time"] == "2025-07-11T00:00:00Z"
     assert isinstance(wire["p3_impressions_value"], int)
@@ -225,7 +226,7 @@ def test_rows_travel_as_json_types() -> None:
         scrape_day=TODAY,
         rows=[{"x": Decimal("1.50"), "day": TODAY, "at": scrape_time(TODAY)}],
     )
-    assert pipeline.encode_batch(odd) == encode(odd)
+    assert encode(odd) == orjson.dumps(odd.model_dump(mode="json"))
     assert pipeline.chunk_rows(odd.rows, 100) == [odd.rows]
 
 
@@ -295,16 +296,17 @@ def test_failed_result_and_reasons_are_bounded() -> None:
 
 def test_listings_round_trip_and_deduplicate() -> None:
     listings = [Listing("1", "a", "A"), Listing("2", None, None), Listing("1", "dup", "dup")]
-    unique = pipeline.unique_listings(listings)
+    unique = announced.unique_listings(listings)
     assert unique == listings[:2]
-    assert pipeline.decode_listings(pipeline.encode_listings(unique)) == unique
+    assert announced.decode_listings(announced.encode_listings(unique)) == unique
 
 
 def test_retry_delay_backs_off_and_is_capped() -> None:
-    delays = [pipeline.retry_delay(n, 5, 300) for n in range(1, 11)]
+    settings = FetcherSettings.model_construct(fetcher_retry_base_s=5, fetcher_retry_cap_s=300)
+    delays = [redelivery_delay(settings, n) for n in range(1, 11)]
     assert delays[:4] == [5, 10, 20, 40]
     assert max(delays) == 300
-    assert pipeline.retry_delay(0, 5, 300) == 5
+    assert redelivery_delay(settings, 0) == 5
 
 
 def test_chunk_limit_respects_the_server() -> None:
