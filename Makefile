@@ -29,7 +29,7 @@ system-deps:
 	@if ! command -v tshark >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing tshark (apt-get)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >/dev/null) \
-			|| echo "tshark could not be installed: tests/test_tls_handshake.py will skip"; \
+			|| echo "tshark could not be installed: tests/system/test_tls_handshake.py will skip"; \
 	fi
 
 test: $(STAMP) lint system-deps

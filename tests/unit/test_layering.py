@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The Airbnb modules that must stay pure: no network, database or NATS library.
 IO_LIBRARIES = frozenset({"aiohttp", "curl_cffi", "nats", "asyncpg", "psycopg", "socket", "ssl"})
 PURE_AIRBNB = ("browser", "cookies", "errors", "flatteners", "http_policy", "operations",

@@ -20,7 +20,7 @@ from shared.airbnb.flatteners import (
     flatten_metric_units,
 )
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "airbnb-captures"
+CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "airbnb-captures"
 COMPONENT = "data.porygon.getPerformanceComponents.components[0]"
 
 

@@ -1,6 +1,6 @@
-"""``sync-airbnb sync ACCOUNT_ID [--full] [--wait]``: merging job snapshots, and the
-command against a running stack (scheduler, fetcher, writer and the simulator as real
-processes, on a NATS server and a database of this module's own)."""
+"""``sync-airbnb sync ACCOUNT_ID [--full] [--wait]``: the command against a running stack
+(scheduler, fetcher, writer and the simulator as real processes, on a NATS server and a
+database of this module's own). Merging job snapshots is in tests/unit/test_sync_command.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.launcher.sync_command import JobState, merge, outcome_line, refusal_line
-from shared.messages import SyncTriggerReply
 from shared.migrate import apply_migrations
 from tests.infra import (
     NatsServer,
@@ -29,31 +27,6 @@ from tests.infra import (
 from tests.stack import Simulator, Stack, wait_for_jobs
 
 TODAY = dt.date(2025, 7, 11)
-
-# --- the pure part ------------------------------------------------------------------------
-
-
-def test_merge_keeps_a_final_state_and_never_goes_back() -> None:
-    s = merge(JobState(), {"status": "running", "listings_total": 4, "listings_succeeded": 2})
-    assert (s.status, s.listings_total, s.listings_done) == ("running", 4, 2)
-    # An older snapshot (another writer's, or the database a moment behind) changes nothing.
-    stale = merge(s, {"status": "queued", "listings_total": None, "listings_succeeded": 1})
-    assert stale == s
-    done = merge(s, {"status": "succeeded", "listings_succeeded": 4, "rows_written": 880})
-    assert done.final and done.rows_written == 880
-    assert merge(done, {"status": "running", "rows_written": 1}) == done
-
-
-def test_lines_say_what_happened() -> None:
-    job = uuid.UUID(int=1)
-    failed = JobState("failed", 3, 0, 0, 0, "authentication failed: http_401")
-    assert outcome_line(job, failed).endswith("; authentication failed: http_401")
-    ok = JobState("succeeded", 3, 3, 0, 660)
-    assert outcome_line(job, ok) == f"job {job} succeeded: 3 of 3 listings, 660 rows written"
-    assert refusal_line("42", SyncTriggerReply(error="not_found")) == (
-        "sync-airbnb sync: refused (not_found): account 42 does not exist"
-    )
-    assert "Ask again" in refusal_line("42", SyncTriggerReply(error="internal", detail="Ask again"))
 
 
 def test_settings_error_is_one_line_and_exit_2(bare_launcher: ServiceLauncher) -> None:

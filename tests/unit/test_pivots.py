@@ -27,7 +27,7 @@ from shared.airbnb.pivots import (
 from shared.airbnb.windows import DateRange
 from shared.metric_tables import CHART_QUERY, CHART_SUMMARY, LIST_OF_METRICS, SUMMARY_METRICS
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "airbnb-captures"
+CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "airbnb-captures"
 SCRAPED_AT = datetime(2025, 7, 11, tzinfo=UTC)
 SLICE = DateRange(date(2025, 1, 11), date(2025, 2, 7))
 WHO: dict[str, Any] = {"account_id": "42", "listing_id": "1001", "internal_name": "Loft"}

@@ -20,7 +20,7 @@ import pytest
 
 from shared.airbnb.tls_fingerprint import CHROME_CIPHERS, CHROME_JA4_B
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ from shared import topology
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from shared.messages import CredentialsRotated, decode
-from tests import test_data_path
 from tests.infra import ServiceProcess, free_port
 from tests.stack import CHROME_UA, Simulator, Stack, wait_for_jobs
-from tests.test_data_path import Infra
+from tests.system import test_data_path
+from tests.system.test_data_path import Infra
 
 # The data-path tests' fixtures: a nats-server and a database of each test's own.
 infra = test_data_path.infra

@@ -1,4 +1,5 @@
-"""Settings validation: pure checks, and the one-line exit of a real process."""
+"""Settings validation: the pure checks. The one-line exit of a real process is in
+tests/system/test_settings.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from cryptography.fernet import Fernet
 
 from services.admin.settings import AdminSettings
 from shared.settings import load_settings, validate_database_url
-from tests.infra import ServiceLauncher
 
 
 @pytest.mark.parametrize(
@@ -67,27 +67,6 @@ def test_secret_keys_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in _admin_env(SECRET_KEYS=f" {keys[0]} , {keys[1]} ").items():
         monkeypatch.setenv(k, v)
     assert load_settings(AdminSettings, "admin").secret_keys == keys
-
-
-@pytest.mark.parametrize(
-    ("overrides", "variable"),
-    [
-        ({"DATABASE_URL": "postgresql://u@h:99999/db"}, "DATABASE_URL"),
-        ({"DATABASE_URL": "sqlite:///tmp/x.db"}, "DATABASE_URL"),
-        ({"SECRET_KEYS": ""}, "SECRET_KEYS"),
-        ({"SECRET_KEYS": " , "}, "SECRET_KEYS"),
-    ],
-)
-def test_admin_process_ends_with_one_clear_line_and_exit_code_2(
-    bare_launcher: ServiceLauncher, overrides: dict[str, str], variable: str
-) -> None:
-    result = bare_launcher.run(["admin"], env=_admin_env(**overrides), timeout=30)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("sync-airbnb admin: configuration error: ")
-    assert variable in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_airbnb_pacing_jitter_default_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
