@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 # them all (at zero) in every process.
 import shared.metrics  # noqa: F401
 from shared import topology
-from shared.backoff import backoff_delays
+from shared.backoff import RetryStopped, retry_until
 from shared.db import ConnectionInit, create_pool
 from shared.settings import NatsSettings
 
@@ -128,27 +128,23 @@ async def _retry_until_stopped(
     attempt_timeout: float = 5.0,
 ) -> T:
     """Try ``attempt`` until it succeeds, backing off, and give up only on a stop signal."""
-    waits = backoff_delays(0.5, 10)
-    while True:
-        task = asyncio.ensure_future(asyncio.wait_for(attempt(), timeout=attempt_timeout))
-        stop = asyncio.ensure_future(state.stopping.wait())
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise StoppedDuringStartup(f"stopped while waiting for {what}")
-        try:
-            return task.result()
-        except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-            delay = next(waits)
-            log.warning("%s unavailable (%s); retrying in %.1fs", what, reason, delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.stopping.wait(), timeout=delay)
-        if state.stopping.is_set():
-            raise StoppedDuringStartup(f"stopped while waiting for {what}")
+
+    def report(exc: BaseException, delay: float) -> None:
+        reason = str(exc) or type(exc).__name__
+        log.warning("%s unavailable (%s); retrying in %.1fs", what, reason, delay)
+
+    try:
+        return await retry_until(
+            attempt,
+            base_s=0.5,
+            cap_s=10,
+            stop=state.stopping,
+            interrupt_attempt=True,
+            attempt_timeout_s=attempt_timeout,
+            on_retry=report,
+        )
+    except RetryStopped:
+        raise StoppedDuringStartup(f"stopped while waiting for {what}") from None
 
 
 def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCtx:

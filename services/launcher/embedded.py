@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from services.launcher.supervisor import ChildSpec
-from shared.backoff import backoff_delays
+from shared.backoff import retry_until
 
 if TYPE_CHECKING:
     import psutil
@@ -183,22 +183,28 @@ class EmbeddedPostgres:
 
 async def ensure_database(url: str, timeout_s: float) -> None:
     """Wait until PostgreSQL answers, and create the database of ``url`` if it is missing."""
-    deadline = time.monotonic() + timeout_s
-    waits = backoff_delays(0.25, 2)
-    while True:
+
+    async def reach() -> None:
         try:
             conn = await asyncpg.connect(url, timeout=5)
         except asyncpg.InvalidCatalogNameError:
             await _create_database(url)
             return
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            delay = next(waits)
-            if time.monotonic() + delay > deadline:
-                raise RuntimeError(f"PostgreSQL is not reachable: {exc}") from None
-            await asyncio.sleep(delay)
-            continue
         await conn.close()
-        return
+
+    try:
+        await retry_until(
+            reach,
+            base_s=0.25,
+            cap_s=2,
+            retry_if=lambda exc: isinstance(exc, _UNREACHABLE),
+            deadline_s=timeout_s,
+        )
+    except _UNREACHABLE as exc:
+        raise RuntimeError(f"PostgreSQL is not reachable: {exc}") from None
+
+
+_UNREACHABLE = (OSError, asyncpg.PostgresError, TimeoutError)
 
 
 async def _create_database(url: str) -> None:

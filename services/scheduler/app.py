@@ -34,7 +34,7 @@ from services.scheduler.plan import event_wants_backfill
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
 from shared import topology
-from shared.backoff import backoff_delays
+from shared.backoff import RetryStopped, retry_until
 from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context, setup_logging
 from shared.messages import (
@@ -202,23 +202,25 @@ async def accounts_worker(app: web.Application, stopping: asyncio.Event) -> None
 
 async def reconcile_at_start(app: web.Application, stopping: asyncio.Event) -> None:
     """Re-publish queued jobs and backfill missed accounts; retried until it works."""
-    waits = backoff_delays(1.0, 30)
-    while not stopping.is_set():
-        try:
-            await emit.republish_queued(app[DB_POOL], app[NATS], app[SETTINGS])
-            report = await emit.backfill_missed(app[DB_POOL], app[NATS], app[SETTINGS])
-        except Exception:
-            delay = next(waits)
-            log.exception("start-up reconciliation failed; retrying in %.0fs", delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-            continue
-        log.info(
-            "start-up reconciliation done: %d backfill job(s) created",
-            report.created,
-            extra={"backfills_created": report.created},
+
+    async def reconcile() -> emit.FanOutReport:
+        await emit.republish_queued(app[DB_POOL], app[NATS], app[SETTINGS])
+        return await emit.backfill_missed(app[DB_POOL], app[NATS], app[SETTINGS])
+
+    def report_failure(exc: BaseException, delay: float) -> None:
+        log.error("start-up reconciliation failed; retrying in %.0fs", delay, exc_info=exc)
+
+    try:
+        report = await retry_until(
+            reconcile, base_s=1.0, cap_s=30, stop=stopping, on_retry=report_failure
         )
+    except RetryStopped:
         return
+    log.info(
+        "start-up reconciliation done: %d backfill job(s) created",
+        report.created,
+        extra={"backfills_created": report.created},
+    )
 
 
 async def daily_run(app: web.Application) -> None:

@@ -42,7 +42,7 @@ from services.scheduler.plan import (
 )
 from services.scheduler.settings import SchedulerSettings
 from shared import topology
-from shared.backoff import backoff_delays
+from shared.backoff import retry_until
 from shared.messages import SyncTriggerReply, SyncTriggerSource, encode
 from shared.metrics import JOBS, SYNC_REQUESTS_EMITTED
 
@@ -111,6 +111,10 @@ class PublishReport:
     published: int = 0  # new messages in the stream
     duplicates: int = 0  # dropped by JetStream: someone published this request already
     failed: list[JobPlan] = field(default_factory=list)
+
+
+class PublishUnacked(Exception):
+    """A publishing round ended with requests that JetStream did not ack."""
 
 
 class RequestPublisher:
@@ -205,19 +209,31 @@ class RequestPublisher:
 
     async def finish(self) -> PublishReport:
         """Wait for the acks; publish again, a few times, what failed; report."""
-        waits = backoff_delays(PUBLISH_RETRY_BASE_S, PUBLISH_RETRY_MAX_S)
-        for attempt in range(PUBLISH_ATTEMPTS):
+        unacked: list[JobPlan] = []
+
+        async def publish_round() -> None:
+            nonlocal unacked
+            if unacked:
+                await self.submit(unacked)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=self._timeout_s)
             # No ack in time counts as failed; a late one is ignored (and harmless).
-            failed = [*self._failed, *self._waiting.values()]
+            unacked = [*self._failed, *self._waiting.values()]
             self._failed, self._waiting = [], {}
             self._idle.set()
-            if not failed or attempt == PUBLISH_ATTEMPTS - 1:
-                self.report.failed = failed
-                break
-            await asyncio.sleep(next(waits))
-            await self.submit(failed)
+            if unacked:
+                raise PublishUnacked(f"{len(unacked)} request(s) not acked")
+
+        try:
+            await retry_until(
+                publish_round,
+                base_s=PUBLISH_RETRY_BASE_S,
+                cap_s=PUBLISH_RETRY_MAX_S,
+                retry_if=lambda exc: isinstance(exc, PublishUnacked),
+                attempts=PUBLISH_ATTEMPTS,
+            )
+        except PublishUnacked:
+            self.report.failed = unacked
         return self.report
 
 

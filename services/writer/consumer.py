@@ -23,7 +23,6 @@ neither counted nor logged: it changed nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from services.writer import plan, store
 from services.writer.plan import Planned, RowError
 from services.writer.settings import WriterSettings
 from shared import topology
-from shared.backoff import backoff_delays, capped_backoff
+from shared.backoff import RetryStopped, capped_backoff, retry_until
 from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context
 from shared.messages import MessageDecodeError, encode
@@ -226,30 +225,34 @@ class Writer:
             return
 
     async def _commit_with_retry(self, batch: list[Planned]) -> _Outcome:
-        waits = backoff_delays(0.2, self.settings.writer_db_retry_max_s)
-        while True:
-            try:
-                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                    return _Committed(await store.commit_batch(conn, batch, self._copy_strategy))
-            except store.OrphanMessages as exc:
-                return _Orphans(exc.reasons)
-            except Exception as exc:
-                if classify_error(exc) != "transient":
-                    return _Failed(exc)
-                if self.stopping.is_set():
-                    return _Stopped()
-                delay = next(waits)
-                log.warning(
-                    "PostgreSQL unavailable (%s); retrying the batch of %d in %.1fs",
-                    _describe(exc),
-                    len(batch),
-                    delay,
-                )
-                await self._send_in_progress()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
-                if self.stopping.is_set():
-                    return _Stopped()
+        async def commit() -> _Outcome:
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                return _Committed(await store.commit_batch(conn, batch, self._copy_strategy))
+
+        async def unavailable(exc: BaseException, delay: float) -> None:
+            log.warning(
+                "PostgreSQL unavailable (%s); retrying the batch of %d in %.1fs",
+                _describe(exc),
+                len(batch),
+                delay,
+            )
+            await self._send_in_progress()
+
+        try:
+            return await retry_until(
+                commit,
+                base_s=0.2,
+                cap_s=self.settings.writer_db_retry_max_s,
+                retry_if=lambda exc: classify_error(exc) == "transient",
+                stop=self.stopping,  # a commit in progress is let finish
+                on_retry=unavailable,
+            )
+        except store.OrphanMessages as exc:
+            return _Orphans(exc.reasons)
+        except RetryStopped:
+            return _Stopped()
+        except Exception as exc:
+            return _Failed(exc)
 
     async def _failed_alone(self, msg: Delivery, exc: BaseException) -> None:
         kind = classify_error(exc)

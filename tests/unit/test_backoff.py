@@ -1,10 +1,14 @@
-"""shared/backoff.py: the one retry curve and the iterator of waits built on it."""
+"""shared/backoff.py: the one retry curve, the iterator of waits built on it, and the one
+retry loop (``retry_until``)."""
 
 from __future__ import annotations
 
+import asyncio
 from itertools import islice
 
-from shared.backoff import backoff_delays, capped_backoff
+import pytest
+
+from shared.backoff import RetryStopped, backoff_delays, capped_backoff, retry_until
 
 
 def test_capped_backoff_doubles_from_base_up_to_cap() -> None:
@@ -45,3 +49,103 @@ def test_backoff_delays_each_iterator_starts_over() -> None:
     assert [next(first), next(first), next(first)] == [1, 2, 4]
     assert next(backoff_delays(1, 8)) == 1
     assert next(first) == 8
+
+
+# --- retry_until ----------------------------------------------------------------------------
+
+
+class Flaky:
+    """Fails ``failures`` times, then returns ``"done"``; counts its calls."""
+
+    def __init__(self, failures: int, error: Exception | None = None) -> None:
+        self.failures = failures
+        self.error = error or ConnectionError("down")
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+async def test_retry_until_returns_once_an_attempt_succeeds() -> None:
+    flaky = Flaky(3)
+    waits: list[float] = []
+    got = await retry_until(
+        flaky, base_s=0.001, cap_s=0.002, on_retry=lambda exc, d: waits.append(d)
+    )
+    assert got == "done" and flaky.calls == 4
+    assert waits == [0.001, 0.002, 0.002]  # the one curve, capped
+
+
+async def test_retry_until_raises_what_is_not_worth_retrying_at_once() -> None:
+    flaky = Flaky(5, ValueError("bad input"))
+    with pytest.raises(ValueError, match="bad input"):
+        await retry_until(
+            flaky, base_s=0.001, cap_s=0.001, retry_if=lambda e: isinstance(e, ConnectionError)
+        )
+    assert flaky.calls == 1
+
+
+async def test_retry_until_raises_the_last_failure_when_attempts_run_out() -> None:
+    flaky = Flaky(5)
+    with pytest.raises(ConnectionError):
+        await retry_until(flaky, base_s=0.001, cap_s=0.001, attempts=3)
+    assert flaky.calls == 3
+
+
+async def test_retry_until_raises_before_a_wait_past_the_deadline() -> None:
+    flaky = Flaky(100)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError):
+        await retry_until(flaky, base_s=0.02, cap_s=0.02, deadline_s=0.1)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 2 <= flaky.calls <= 6 and elapsed < 1
+
+
+async def test_retry_until_stops_in_a_wait_and_awaits_an_async_report() -> None:
+    stop = asyncio.Event()
+    reported: list[str] = []
+
+    async def report(exc: BaseException, delay: float) -> None:
+        reported.append(str(exc))
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    with pytest.raises(RetryStopped):
+        await retry_until(Flaky(100), base_s=30, cap_s=30, stop=stop, on_retry=report)
+    assert reported == ["down"]  # stopped in the 30 s wait, long before it ended
+
+
+async def test_retry_until_cuts_an_attempt_short_only_when_asked() -> None:
+    stop = asyncio.Event()
+    finished: list[bool] = []
+
+    async def slow() -> str:
+        await asyncio.sleep(0.2)
+        finished.append(True)
+        return "late"
+
+    asyncio.get_running_loop().call_later(0.02, stop.set)
+    with pytest.raises(RetryStopped):
+        await retry_until(slow, base_s=1, cap_s=1, stop=stop, interrupt_attempt=True)
+    assert finished == []
+
+    stop.clear()
+    asyncio.get_running_loop().call_later(0.02, stop.set)
+    assert await retry_until(slow, base_s=1, cap_s=1, stop=stop) == "late"  # let finish
+    assert finished == [True]
+
+
+async def test_retry_until_bounds_one_attempt() -> None:
+    calls = 0
+
+    async def hangs_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(10)
+        return "second"
+
+    got = await retry_until(hangs_once, base_s=0.001, cap_s=0.001, attempt_timeout_s=0.05)
+    assert got == "second" and calls == 2
