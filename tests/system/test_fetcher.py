@@ -48,7 +48,14 @@ from shared.messages import (
     encode,
 )
 from shared.metric_tables import SUMMARY_METRICS, TABLE_NAMES
-from tests.infra import NatsServer, ServiceLauncher, ServiceProcess, free_port, wait_ready
+from tests.infra import (
+    NatsServer,
+    ServiceLauncher,
+    ServiceProcess,
+    free_port,
+    wait_ready,
+    wait_until,
+)
 
 TODAY = dt.date(2025, 7, 11)
 WINDOW = sync_window(TODAY, first_run=False)
@@ -129,18 +136,6 @@ def sync_request(account: dict[str, Any], secret_keys: str, job_id: uuid.UUID) -
 async def publish_request(js: JetStreamContext, req: SyncRequest) -> int:
     ack = await js.publish(topology.SYNC_REQUESTED, encode(req))
     return ack.seq
-
-
-async def wait_until(check: Callable[[], Any], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
 
 
 async def request_gone(js: JetStreamContext, seq: int) -> bool:
@@ -301,8 +296,10 @@ async def test_a_sync_publishes_every_listing_as_the_simulator_says(
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
 
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be acked")
-    await wait_until(lambda: results.complete(LISTINGS), 5, "every ListingResult and chunk")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be acked")
+    await wait_until(
+        lambda: results.complete(LISTINGS), within=5, what="every ListingResult and chunk"
+    )
 
     assert [e.event for e in results.events] == ["started"]
     started = results.events[0]
@@ -345,7 +342,9 @@ async def test_a_sync_publishes_every_listing_as_the_simulator_says(
     # The same request again (a redelivery after the ack was lost): nothing is asked of
     # Airbnb, and whatever is re-published is dropped by JetStream as a duplicate.
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
-    await wait_until(lambda: request_gone(js, seq), 15, "the repeated request to be acked")
+    await wait_until(
+        lambda: request_gone(js, seq), within=15, what="the repeated request to be acked"
+    )
     assert (await sim.requests(account["account_id"]))["total"] == LISTINGS * PLAN_SIZE + 1
     await asyncio.sleep(0.3)
     assert len(results.events) == 1 and len(results.results) == LISTINGS
@@ -372,8 +371,8 @@ async def test_a_redelivered_request_skips_the_listings_already_published(
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
 
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be acked")
-    await wait_until(lambda: results.complete(1), 5, "the ListingResult and its chunks")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be acked")
+    await wait_until(lambda: results.complete(1), within=5, what="the ListingResult and its chunks")
     assert results.events[0].listings_total == LISTINGS
     assert [r.listing_id for r in results.results] == [listing_ids[2]]
     assert {b.listing_id for b in results.batches} == {listing_ids[2]}
@@ -399,8 +398,8 @@ async def test_an_expired_session_stops_the_sync_after_one_request(
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
 
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be acked")
-    await wait_until(lambda: results.events, 5, "the auth_failed event")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be acked")
+    await wait_until(lambda: results.events, within=5, what="the auth_failed event")
     (event,) = results.events
     assert event.event == "auth_failed"
     assert event.reason and "http_401" in event.reason
@@ -432,8 +431,10 @@ async def test_malformed_data_fails_one_listing_and_the_others_go_on(
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
 
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be acked")
-    await wait_until(lambda: results.complete(LISTINGS), 5, "every ListingResult and chunk")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be acked")
+    await wait_until(
+        lambda: results.complete(LISTINGS), within=5, what="every ListingResult and chunk"
+    )
     (failed,) = results.result_for(broken)
     assert failed.status == "failed"
     assert failed.error is not None
@@ -477,8 +478,10 @@ async def test_a_sync_that_keeps_failing_is_reported_and_dead_lettered(
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
 
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be termed")
-    await wait_until(lambda: results.events and results.dead_letters, 5, "event and dead letter")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be termed")
+    await wait_until(
+        lambda: results.events and results.dead_letters, within=5, what="event and dead letter"
+    )
     (event,) = results.events
     assert event.event == "failed"
     assert event.reason is not None
@@ -510,7 +513,7 @@ async def test_sigterm_hands_back_the_sync_in_flight_and_exits_cleanly(
     job_id = uuid.uuid4()
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
-    await wait_until(lambda: results.results, 30, "the first listing to be published")
+    await wait_until(lambda: results.results, within=30, what="the first listing to be published")
 
     started = time.monotonic()
     assert await asyncio.to_thread(first.terminate, 10) == 0
@@ -519,8 +522,10 @@ async def test_sigterm_hands_back_the_sync_in_flight_and_exits_cleanly(
     assert not await request_gone(js, seq)  # nak'ed, not acked
 
     start_fetcher(launcher, sim)
-    await wait_until(lambda: request_gone(js, seq), 30, "the request to be acked")
-    await wait_until(lambda: results.complete(LISTINGS), 5, "every ListingResult and chunk")
+    await wait_until(lambda: request_gone(js, seq), within=30, what="the request to be acked")
+    await wait_until(
+        lambda: results.complete(LISTINGS), within=5, what="every ListingResult and chunk"
+    )
     assert sorted(r.listing_id for r in results.results) == sorted(listing_ids)
     done_before = results.results[0].listing_id
     counts = await sim.requests(account["account_id"])
@@ -550,10 +555,14 @@ async def test_replicas_share_the_queue_and_no_account_is_synced_twice(
         for account in sim.accounts
     ]
     for seq in seqs:
-        await wait_until(lambda seq=seq: request_gone(js, seq), 30, "every request to be acked")
+        await wait_until(
+            lambda seq=seq: request_gone(js, seq), within=30, what="every request to be acked"
+        )
     for account in sim.accounts:
         aid = account["account_id"]
-        await wait_until(lambda aid=aid: watched[aid].complete(LISTINGS), 5, "every listing")
+        await wait_until(
+            lambda aid=aid: watched[aid].complete(LISTINGS), within=5, what="every listing"
+        )
         counts = await sim.requests(aid)
         assert counts["ListingsSectionQuery"] == 1
         assert counts["total"] == LISTINGS * PLAN_SIZE + 1
@@ -591,7 +600,7 @@ async def test_a_sync_whose_nak_fails_is_redelivered_and_the_fetcher_stays_up(
     job_id = uuid.uuid4()
     results = await watch(job_id)
     seq = await publish_request(js, sync_request(account, secret_keys, job_id))
-    await wait_until(lambda: results.results, 30, "the first listing to be published")
+    await wait_until(lambda: results.results, within=30, what="the first listing to be published")
     try:
         nats_server.stop()
         await asyncio.to_thread(
@@ -600,7 +609,9 @@ async def test_a_sync_whose_nak_fails_is_redelivered_and_the_fetcher_stays_up(
     finally:
         nats_server.start()
     await wait_ready(port)
-    await wait_until(lambda: request_gone(js, seq), 30, "the redelivered request to be acked")
+    await wait_until(
+        lambda: request_gone(js, seq), within=30, what="the redelivered request to be acked"
+    )
     kv = await js.key_value(topology.FETCH_PROGRESS_BUCKET.bucket)
     for listing_id in listing_ids:
         entry = await kv.get(topology.fetch_progress_key(job_id, listing_id))

@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from shared import topology
 from shared.jetstream import Delivery, PullWorker
 from shared.messages import DeadLetter, decode
-from tests.infra import NatsServer
+from tests.infra import NatsServer, wait_until
 
 # --- on a real nats-server ----------------------------------------------------------------
 
@@ -41,14 +41,11 @@ def subject_of(c: topology.Consumer) -> str:
 
 
 async def drained(js: JetStreamContext, c: topology.Consumer, within: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
+    async def empty() -> bool:
         info = await js.consumer_info(c.stream, c.durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"consumer {c.durable} not drained")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(empty, within=within, what=f"consumer {c.durable} to be drained")
 
 
 async def test_batches_fill_within_the_window_and_respect_the_cap(

@@ -15,7 +15,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -47,6 +47,7 @@ from tests.infra import (
     free_port,
     new_database_name,
     wait_ready,
+    wait_until,
 )
 
 TODAY = dt.date(2025, 7, 11)  # a Friday: the week runs Sunday 07-06 .. Saturday 07-12
@@ -204,15 +205,6 @@ async def jobs_of(conn: asyncpg.Connection, account_id: str) -> list[asyncpg.Rec
     )
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
-
-
 # --- tests --------------------------------------------------------------------------------
 
 
@@ -361,16 +353,18 @@ async def test_new_account_event_triggers_a_backfill(
     async def queued() -> bool:
         return len(await jobs_of(sdb, account)) == 1
 
-    await eventually(queued, 15, "the backfill job")
+    await wait_until(queued, within=15, what="the backfill job")
     (row,) = await jobs_of(sdb, account)
     assert (row["kind"], row["trigger"], row["status"]) == ("full", "account_created", "queued")
     assert (row["window_start"], row["window_end"]) == FULL_WINDOW
-    await eventually(
-        lambda: _has_requests(js, {account}, 1), 10, "the backfill request in the stream"
+    await wait_until(
+        lambda: _has_requests(js, {account}, 1),
+        within=10,
+        what="the backfill request in the stream",
     )
     # The same event again (a redelivery, an admin retry) adds nothing.
     await js.publish(topology.account_event_subject("created"), encode(event))
-    await eventually(lambda: _events_drained(js), 10, "the account events handled")
+    await wait_until(lambda: _events_drained(js), within=10, what="the account events handled")
     assert len(await jobs_of(sdb, account)) == 1
 
     # Airbnb rejected the cookie, the backfill failed; new credentials: a new attempt.
@@ -383,7 +377,7 @@ async def test_new_account_event_triggers_a_backfill(
     async def retried() -> bool:
         return len(await jobs_of(sdb, account)) == 2
 
-    await eventually(retried, 15, "the new attempt")
+    await wait_until(retried, within=15, what="the new attempt")
     assert (await jobs_of(sdb, account))[1]["dedup_key"] == f"{row['dedup_key']}:retry-1"
     # An update that changes nothing that matters (account synced, no flag): no job.
     await sdb.execute(
@@ -391,7 +385,7 @@ async def test_new_account_event_triggers_a_backfill(
     )
     other = AccountEvent(event="updated", account_id=account, at=event.at)
     await js.publish(topology.account_event_subject("updated"), encode(other))
-    await eventually(lambda: _events_drained(js), 10, "the account events handled")
+    await wait_until(lambda: _events_drained(js), within=10, what="the account events handled")
     assert len(await jobs_of(sdb, account)) == 2
     assert proc.terminate(timeout=10) == 0
 
@@ -542,7 +536,7 @@ async def test_an_account_event_whose_ack_fails_is_redelivered_and_the_scheduler
     """
     port = free_port()
     c = topology.SCHEDULER_ACCOUNTS
-    await eventually(lambda: _events_drained(js), 15, "earlier account events handled")
+    await wait_until(lambda: _events_drained(js), within=15, what="earlier account events handled")
     proc = start_scheduler(
         NATS_RECONNECT_BUFFER_BYTES="0", JETSTREAM_ACK_WAIT_S="2", HTTP_PORT=str(port)
     )
@@ -557,7 +551,7 @@ async def test_an_account_event_whose_ack_fails_is_redelivered_and_the_scheduler
             event="created", account_id=new_account_id(), at=dt.datetime.now(dt.UTC)
         )
         await js.publish(topology.account_event_subject("created"), encode(event))
-        await eventually(lambda: blocked_on_a_lock(holder), 15, "the handler to wait")
+        await wait_until(lambda: blocked_on_a_lock(holder), within=15, what="the handler to wait")
         nats_server.stop()
         await asyncio.to_thread(proc.wait_for_log, r"NATS disconnected")
         await lock.commit()
@@ -575,7 +569,7 @@ async def test_an_account_event_whose_ack_fails_is_redelivered_and_the_scheduler
             and info.num_ack_pending == 0
         )
 
-    await eventually(redelivered_and_acked, 30, "the event redelivered and acked")
+    await wait_until(redelivered_and_acked, within=30, what="the event redelivered and acked")
     assert proc.proc.poll() is None
     assert "ended unexpectedly" not in proc.output()
     await wait_ready(port)

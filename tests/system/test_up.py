@@ -25,7 +25,13 @@ import pytest
 from services.launcher.embedded import choose_port, port_free
 from services.launcher.state import StateDir, parse_env_file
 from services.launcher.supervisor import ChildSpec, Supervisor
-from tests.infra import ServiceLauncher, ServiceProcess, free_port, wait_until
+from tests.infra import (
+    ServiceLauncher,
+    ServiceProcess,
+    free_port,
+    wait_until,
+    wait_until_blocking,
+)
 
 # --- ports --------------------------------------------------------------------------------
 
@@ -220,10 +226,10 @@ async def test_up_runs_the_stack_on_embedded_infrastructure_and_leaves_nothing_b
     )
     fetcher.kill()
     up.wait_for_log(r"fetcher-\d killed by SIGKILL unexpectedly; restarting in 1s", 20)
-    wait_until(
+    await wait_until(
         lambda: sum(1 for p in up.descendants() if p.cmdline()[-1:] == ["fetcher"]) == 2,
-        30,
-        "the fetcher restarted",
+        within=30,
+        what="the fetcher restarted",
     )
 
     pids = up_pids(up, state_dir / "postgres")
@@ -301,12 +307,16 @@ def test_a_child_dies_with_up_even_when_up_is_killed() -> None:
     try:
         assert parent.stdout is not None
         child_pid = int(parent.stdout.readline())
-        wait_until(
-            lambda: psutil.Process(child_pid).cmdline()[:1] == ["/bin/sleep"], 10, "the exec"
+        wait_until_blocking(
+            lambda: psutil.Process(child_pid).cmdline()[:1] == ["/bin/sleep"],
+            within=10,
+            what="the exec",
         )
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        wait_until(lambda: not alive(child_pid), 10, "the child to follow its parent")
+        wait_until_blocking(
+            lambda: not alive(child_pid), within=10, what="the child to follow its parent"
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -48,6 +48,7 @@ from tests.infra import (
     blocked_on_a_lock,
     free_port,
     wait_ready,
+    wait_until,
 )
 
 SCRAPE_DAY = dt.date(2025, 7, 11)
@@ -62,15 +63,6 @@ def start_writer(launcher: ServiceLauncher, env: dict[str, str] | None = None) -
     proc = launcher.start(["writer"], env={**WRITER_ENV, **(env or {})})
     proc.wait_for_log(r"writer ready")
     return proc
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, within: float = 15) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"timed out after {within}s waiting for {what}")
 
 
 async def new_job(
@@ -168,7 +160,7 @@ async def wait_consumed(js: JetStreamContext, seq: int, within: float = 15) -> N
         info = await js.consumer_info(consumer.stream, consumer.durable)
         return info.delivered.stream_seq >= seq and info.num_ack_pending == 0
 
-    await wait_until(done, f"the writer to consume up to stream sequence {seq}", within)
+    await wait_until(done, within=within, what=f"the writer to consume up to stream sequence {seq}")
 
 
 def sync_messages(
@@ -253,7 +245,7 @@ async def wait_job_final(db: asyncpg.Connection, job_id: uuid.UUID) -> asyncpg.R
         row = await job_row(db, job_id)
         return row["status"] in ("succeeded", "partial", "failed")
 
-    await wait_until(final, f"job {job_id} to end")
+    await wait_until(final, within=15, what=f"job {job_id} to end")
     return await job_row(db, job_id)
 
 
@@ -946,7 +938,7 @@ async def test_a_batch_whose_acks_fail_is_redelivered_and_the_writer_stays_up(
                 "HTTP_PORT": str(port),
             },
         )
-        await wait_until(lambda: blocked_on_a_lock(holder), "the commit to wait")
+        await wait_until(lambda: blocked_on_a_lock(holder), within=15, what="the commit to wait")
         nats_server.stop()
         await asyncio.to_thread(writer.wait_for_log, r"NATS disconnected")
         await lock.commit()
