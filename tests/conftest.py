@@ -1,10 +1,12 @@
 """Session-wide real infrastructure: NATS with JetStream, PostgreSQL with the schema applied,
-and a launcher for ``sync-airbnb`` subprocesses. See tests/infra.py."""
+a launcher for ``sync-airbnb`` subprocesses, and the one way to start the simulator as a
+process (``start_simulator``). See tests/infra.py and tests/stack.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -22,6 +24,7 @@ from tests.infra import (
     new_database_name,
     start_postgres,
 )
+from tests.stack import Simulator, StartSimulator
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +115,15 @@ def bare_launcher(tmp_path: Path) -> Iterator[ServiceLauncher]:
     launcher = ServiceLauncher(base_env={}, logdir=tmp_path, scrub=scrub)
     yield launcher
     launcher.cleanup()
+
+
+@pytest.fixture
+def start_simulator(bare_launcher: ServiceLauncher) -> StartSimulator:
+    """Starts ``sync-airbnb simulator`` processes: ``sim = await start_simulator(seed=...)``,
+    with :meth:`tests.stack.Simulator.start`'s options (accounts, listings, today, faults,
+    port, tls_dir, more environment). They stop with the test's other processes."""
+
+    async def start(*, seed: int, **options: Any) -> Simulator:
+        return await Simulator.start(bare_launcher, seed=seed, **options)
+
+    return start

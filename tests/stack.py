@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,7 +24,7 @@ import orjson
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from shared.metric_tables import METRIC_TABLES
-from tests.infra import ServiceLauncher, ServiceProcess, free_port
+from tests.infra import ServiceLauncher, ServiceProcess
 
 FINAL = ("succeeded", "partial", "failed")
 # The browser the simulated hosts' cookies come from: the fetcher's client hints and its
@@ -35,26 +37,85 @@ CHROME_UA = (
 
 @dataclass
 class Simulator:
+    """A ``sync-airbnb simulator`` process (Airbnb, as the tests see it) and its control API.
+
+    Every test that needs the simulator as a process starts it with :meth:`start`: through
+    the ``start_simulator`` fixture (tests/conftest.py), or :meth:`Stack.start_simulator`.
+    """
+
     proc: ServiceProcess
     url: str
     seed: int
     accounts: list[dict[str, Any]]
+    verify: ssl.SSLContext | bool = True  # what checks its certificate, when it serves HTTPS
+
+    @classmethod
+    async def start(
+        cls,
+        launcher: ServiceLauncher,
+        *,
+        seed: int,
+        accounts: int = 2,
+        listings: int = 3,
+        today: dt.date | None = None,
+        faults: dict[str, Any] | None = None,
+        port: int = 0,
+        tls_dir: Path | None = None,
+        **env: str,
+    ) -> Simulator:
+        """Start it and wait until it listens (on ``port``, or on the port it announces).
+
+        ``today`` pins its clock (``SYNC_AIRBNB_TODAY``), ``faults`` its fault injection
+        (``SIM_FAULTS``), ``tls_dir`` makes it serve HTTPS with a certificate written there;
+        ``env`` is more environment (``SIM_STATE_DIR=...``).
+        """
+        args = [
+            *("simulator", "--port", str(port), "--accounts", str(accounts)),
+            *("--listings", str(listings), "--seed", str(seed)),
+        ]
+        if tls_dir is not None:
+            args += ["--tls-dir", str(tls_dir)]
+        if today is not None:
+            env = {"SYNC_AIRBNB_TODAY": today.isoformat(), **env}
+        if faults:
+            env = {**env, "SIM_FAULTS": orjson.dumps(faults).decode()}
+        proc = launcher.start(args, env=env)
+        url = proc.wait_for_log(r"simulator listening on (https?://127\.0\.0\.1:\d+)").group(1)
+        verify = ssl.create_default_context(cafile=tls_dir / "cert.pem") if tls_dir else True
+        sim = cls(proc, url, seed, [], verify)
+        sim.accounts = await sim.get("/_sim/accounts")
+        return sim
 
     async def get(self, path: str) -> Any:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.url + path, ssl=self.verify) as resp,
+        ):
             resp.raise_for_status()
             return await resp.json()
 
     async def send(self, method: str, path: str, body: Any = None) -> Any:
         async with (
             aiohttp.ClientSession() as http,
-            http.request(method, self.url + path, json=body) as resp,
+            http.request(method, self.url + path, json=body, ssl=self.verify) as resp,
         ):
             resp.raise_for_status()
             return await resp.json(content_type=None)
 
-    async def requests(self) -> dict[str, Any]:
-        return await self.get("/_sim/requests")
+    async def requests(self, account_id: str | None = None) -> dict[str, Any]:
+        """What it counted: per account, or of one account (nothing yet: a total of 0)."""
+        counts = await self.get("/_sim/requests")
+        if account_id is None:
+            return dict(counts)
+        return dict(counts.get(account_id, {"total": 0, "listings": {}}))
+
+    async def faults(self, patch: dict[str, Any]) -> None:
+        """Change its fault injection (``POST /_sim/faults``)."""
+        await self.send("POST", "/_sim/faults", patch)
+
+
+StartSimulator = Callable[..., Awaitable[Simulator]]
+"""The ``start_simulator`` fixture: ``await start_simulator(seed=..., **options)``."""
 
 
 @dataclass
@@ -81,28 +142,18 @@ class Stack:
         port: int | None = None,
         **extra_env: str,
     ) -> Simulator:
-        port = port or free_port()
-        env = {"SYNC_AIRBNB_TODAY": self.today.isoformat(), **extra_env}
-        if faults:
-            env["SIM_FAULTS"] = orjson.dumps(faults).decode()
-        proc = self.launcher.start(
-            [
-                "simulator",
-                "--port",
-                str(port),
-                "--accounts",
-                str(accounts),
-                "--listings",
-                str(listings),
-                "--seed",
-                str(seed),
-            ],
-            env=env,
+        """The stack's simulator (:meth:`Simulator.start`) on the stack's day; the services
+        started after it are pointed at it."""
+        sim = await Simulator.start(
+            self.launcher,
+            seed=seed,
+            accounts=accounts,
+            listings=listings,
+            today=self.today,
+            faults=faults,
+            port=port or 0,
+            **extra_env,
         )
-        proc.wait_for_log(r"simulator listening on")
-        url = f"http://127.0.0.1:{port}"
-        sim = Simulator(proc, url, seed, [])
-        sim.accounts = await sim.get("/_sim/accounts")
         self.simulator = sim
         return sim
 

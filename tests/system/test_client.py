@@ -40,7 +40,8 @@ from shared.airbnb.errors import (
 from shared.airbnb.operations import CHART, LIST_OF_METRICS, LISTINGS_SECTION, PersistedQuery
 from shared.airbnb.payloads import chart_payload, list_of_metrics_payload, listings_section_payload
 from shared.airbnb.windows import DateRange
-from tests.infra import ServiceLauncher, free_port
+from tests.infra import free_port
+from tests.stack import StartSimulator
 from tests.unit.test_client import CHROME_UA, GOOD, NOW, _json
 
 COOKIE = (
@@ -449,26 +450,6 @@ TODAY = date(2025, 7, 11)
 SIM_SEED = 21
 
 
-def start_simulator(launcher: ServiceLauncher, faults: dict[str, Any]) -> str:
-    port = free_port()
-    sim = launcher.start(
-        [
-            "simulator",
-            "--port",
-            str(port),
-            "--accounts",
-            "2",
-            "--listings",
-            "3",
-            "--seed",
-            str(SIM_SEED),
-        ],
-        env={"SYNC_AIRBNB_TODAY": TODAY.isoformat(), "SIM_FAULTS": json.dumps(faults)},
-    )
-    sim.wait_for_log(rf"simulator listening on http://127\.0\.0\.1:{port}")
-    return f"http://127.0.0.1:{port}"
-
-
 async def simulated_cookie(base: str, account_id: str) -> str:
     """The browser cookie of the account's current login, as the simulator hands it out."""
     async with aiohttp.ClientSession(base) as http:
@@ -526,12 +507,10 @@ def request_plan(
 
 
 async def test_hundred_requests_through_5xx_and_429_all_correct(
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
 ) -> None:
-    base = start_simulator(
-        bare_launcher,
-        {"server_error_rate": 0.2, "rate_limit_rate": 0.1, "retry_after_s": 0, "seed": 8},
-    )
+    faults = {"server_error_rate": 0.2, "rate_limit_rate": 0.1, "retry_after_s": 0, "seed": 8}
+    base = (await start_simulator(seed=SIM_SEED, today=TODAY, faults=faults)).url
     account = build_world(2, 3, SIM_SEED).accounts[0]
     cookie = await simulated_cookie(base, account.account_id)
     plan = request_plan(list(account.listing_ids), 100)
@@ -582,10 +561,11 @@ async def test_hundred_requests_through_5xx_and_429_all_correct(
 
 @pytest.mark.parametrize("form", list(AuthForm))
 async def test_expired_session_stops_at_the_first_request(
-    bare_launcher: ServiceLauncher, form: AuthForm
+    start_simulator: StartSimulator, form: AuthForm
 ) -> None:
     account = build_world(2, 3, SIM_SEED).accounts[1]
-    base = start_simulator(bare_launcher, {"expired_sessions": {account.account_id: form.value}})
+    faults = {"expired_sessions": {account.account_id: form.value}}
+    base = (await start_simulator(seed=SIM_SEED, today=TODAY, faults=faults)).url
     cookie = await simulated_cookie(base, account.account_id)
 
     async with AirbnbClient(

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -56,6 +55,7 @@ from tests.infra import (
     wait_ready,
     wait_until,
 )
+from tests.stack import Simulator, StartSimulator
 
 TODAY = dt.date(2025, 7, 11)
 WINDOW = sync_window(TODAY, first_run=False)
@@ -63,43 +63,7 @@ PLAN_SIZE = len(plan_listing_requests("1", WINDOW, TODAY))  # 18 per listing
 LISTINGS = 3
 
 
-# --- the simulator ---------------------------------------------------------------------------
-
-
-@dataclass
-class Simulator:
-    proc: ServiceProcess
-    url: str
-    accounts: list[dict[str, Any]]
-
-    async def _call(self, method: str, path: str, json: Any = None) -> Any:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.request(method, f"{self.url}{path}", json=json) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
-
-    async def requests(self, account_id: str) -> dict[str, Any]:
-        counts = await self._call("GET", "/_sim/requests")
-        return counts.get(account_id, {"total": 0, "listings": {}})
-
-    async def faults(self, patch: dict[str, Any]) -> None:
-        await self._call("POST", "/_sim/faults", patch)
-
-
-async def start_simulator(launcher: ServiceLauncher, seed: int) -> Simulator:
-    port = free_port()
-    args = ["simulator", "--port", str(port), "--accounts", "2", "--listings", str(LISTINGS)]
-    proc = launcher.start(
-        [*args, "--seed", str(seed)],
-        env={"SYNC_AIRBNB_TODAY": TODAY.isoformat()},
-    )
-    proc.wait_for_log(r"simulator listening on http://127\.0\.0\.1:\d+")
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/_sim/accounts") as resp:
-        accounts = await resp.json()
-    return Simulator(proc, url, accounts)
+# --- the fetcher -----------------------------------------------------------------------------
 
 
 def start_fetcher(launcher: ServiceLauncher, sim: Simulator, **env: str) -> ServiceProcess:
@@ -280,14 +244,14 @@ def check_rows(seed: int, account_id: str, listing_id: str, batches: list[RowBat
 
 async def test_a_sync_publishes_every_listing_as_the_simulator_says(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     # A small chunk limit, so that tables are cut into several chunks.
     fetcher = start_fetcher(launcher, sim, FETCHER_CHUNK_MAX_BYTES="4096")
     account = sim.accounts[0]
@@ -352,14 +316,14 @@ async def test_a_sync_publishes_every_listing_as_the_simulator_says(
 
 async def test_a_redelivered_request_skips_the_listings_already_published(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     start_fetcher(launcher, sim)
     account = sim.accounts[1]
     listing_ids = [x["listing_id"] for x in account["listings"]]
@@ -383,14 +347,14 @@ async def test_a_redelivered_request_skips_the_listings_already_published(
 
 async def test_an_expired_session_stops_the_sync_after_one_request(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     account = sim.accounts[0]
     await sim.faults({"expired_sessions": {account["account_id"]: "http_401"}})
     fetcher = start_fetcher(launcher, sim)
@@ -414,14 +378,14 @@ async def test_an_expired_session_stops_the_sync_after_one_request(
 
 async def test_malformed_data_fails_one_listing_and_the_others_go_on(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     account = sim.accounts[0]
     listing_ids = [x["listing_id"] for x in account["listings"]]
     broken = listing_ids[1]
@@ -457,14 +421,14 @@ async def test_malformed_data_fails_one_listing_and_the_others_go_on(
 
 async def test_a_sync_that_keeps_failing_is_reported_and_dead_lettered(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     await sim.faults({"server_error_rate": 1.0})
     account = sim.accounts[0]
     start_fetcher(
@@ -497,14 +461,14 @@ async def test_a_sync_that_keeps_failing_is_reported_and_dead_lettered(
 
 async def test_sigterm_hands_back_the_sync_in_flight_and_exits_cleanly(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     # Slow answers, so the sync is still running when the signal comes.
     await sim.faults({"latency_ms": {"mean": 60, "jitter": 0}})
     account = sim.accounts[0]
@@ -537,14 +501,14 @@ async def test_sigterm_hands_back_the_sync_in_flight_and_exits_cleanly(
 
 async def test_replicas_share_the_queue_and_no_account_is_synced_twice(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nc: NatsClient,
     secret_keys: str,
     seed: int,
     watch: Callable[[uuid.UUID], Any],
 ) -> None:
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     await sim.faults({"latency_ms": {"mean": 20, "jitter": 0}})
     # One slot each: a replica holding a sync pulls nothing else, so the other takes it.
     fetchers = [start_fetcher(launcher, sim, FETCHER_CONCURRENCY="1") for _ in range(2)]
@@ -573,7 +537,7 @@ async def test_replicas_share_the_queue_and_no_account_is_synced_twice(
 
 async def test_a_sync_whose_nak_fails_is_redelivered_and_the_fetcher_stays_up(
     launcher: ServiceLauncher,
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
     nats_server: NatsServer,
     nc: NatsClient,
     secret_keys: str,
@@ -585,7 +549,7 @@ async def test_a_sync_whose_nak_fails_is_redelivered_and_the_fetcher_stays_up(
     The fetcher keeps serving; the request comes back (delivery 2) and is synced to the end.
     """
     js = nc.jetstream()
-    sim = await start_simulator(bare_launcher, seed)
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
     await sim.faults({"latency_ms": {"mean": 60, "jitter": 0}})  # the sync takes a while
     account = sim.accounts[0]
     listing_ids = [x["listing_id"] for x in account["listings"]]

@@ -31,6 +31,7 @@ from shared.airbnb.operations import CHART, LIST_OF_METRICS, LISTINGS_SECTION, P
 from shared.airbnb.payloads import chart_payload, list_of_metrics_payload, listings_section_payload
 from shared.airbnb.windows import DateRange
 from tests.infra import ServiceLauncher
+from tests.stack import StartSimulator
 
 TODAY = date(2025, 7, 11)
 SEED = 5
@@ -487,14 +488,13 @@ async def test_latency_is_injected(sim: Client, world: World) -> None:
 
 
 async def test_process_serves_announces_its_port_and_stops_on_sigterm(
-    bare_launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
 ) -> None:
     faults = {"rate_limit_rate": 0.5, "retry_after_s": 0}
-    sim = bare_launcher.start(
-        ["simulator", "--port", "0", "--accounts", "2", "--listings", "3", "--seed", "4"],
-        env={"SYNC_AIRBNB_TODAY": "2025-07-11", "SIM_FAULTS": json.dumps(faults)},
-    )
-    port = int(sim.wait_for_log(r"simulator listening on http://127\.0\.0\.1:(\d+)").group(1))
+    # --port 0: the simulator picks a port and announces it; start_simulator reads it there.
+    sim = await start_simulator(seed=4, today=date(2025, 7, 11), faults=faults)
+    assert sim.url.startswith("http://127.0.0.1:")
+    port = int(sim.url.rsplit(":", 1)[1])
     assert port > 0
 
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
@@ -505,7 +505,7 @@ async def test_process_serves_announces_its_port_and_stops_on_sigterm(
         state = await (await http.get("/_sim/faults")).json()
         assert (state["rate_limit_rate"], state["retry_after_s"]) == (0.5, 0)
 
-    assert sim.terminate() == 0
+    assert sim.proc.terminate() == 0
 
 
 def test_process_refuses_a_bad_fault_configuration(bare_launcher: ServiceLauncher) -> None:

@@ -28,7 +28,7 @@ from shared.airbnb.cookies import (
 from shared.airbnb.operations import CHART, LISTINGS_SECTION
 from shared.airbnb.payloads import chart_payload, listings_section_payload
 from shared.airbnb.windows import DateRange
-from tests.infra import ServiceLauncher
+from tests.stack import StartSimulator
 from tests.unit.test_simulator_sessions import DASHBOARD_HEADERS, KEY, SEED, TODAY
 
 Client = TestClient[Any, Any]
@@ -383,15 +383,12 @@ async def test_lifecycle_off_accepts_the_plain_cookie_but_still_revokes(
 
 
 async def test_https_with_a_throwaway_certificate(
-    bare_launcher: ServiceLauncher, tmp_path: Path
+    start_simulator: StartSimulator, tmp_path: Path
 ) -> None:
     tls_dir = tmp_path / "tls"
-    args = ["simulator", "--port", "0", "--accounts", "1", "--listings", "1"]
-    sim = bare_launcher.start(
-        [*args, "--seed", str(SEED), "--tls-dir", str(tls_dir)],
-        env={"SYNC_AIRBNB_TODAY": TODAY.isoformat()},
-    )
-    port = int(sim.wait_for_log(r"simulator listening on https://127\.0\.0\.1:(\d+)").group(1))
+    sim = await start_simulator(seed=SEED, accounts=1, listings=1, today=TODAY, tls_dir=tls_dir)
+    assert sim.url.startswith("https://127.0.0.1:")
+    port = int(sim.url.rsplit(":", 1)[1])
     assert (tls_dir / "cert.pem").is_file()
     assert (tls_dir / "key.pem").stat().st_mode & 0o077 == 0
 
@@ -417,4 +414,4 @@ async def test_https_with_a_throwaway_certificate(
         health = await http.get(f"https://localhost:{port}/_sim/health", ssl=trusting)
         assert await health.json() == {"status": "ok"}
 
-    assert sim.terminate() == 0
+    assert sim.proc.terminate() == 0

@@ -32,6 +32,7 @@ from tests.infra import (
     wait_until,
     wait_until_blocking,
 )
+from tests.stack import StartSimulator
 
 # --- ports --------------------------------------------------------------------------------
 
@@ -128,21 +129,6 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
             proc.kill()
 
 
-async def start_simulator(launcher: ServiceLauncher, accounts: int, listings: int) -> Any:
-    port = free_port()
-    sim = launcher.start(
-        [
-            "simulator",
-            *("--port", str(port), "--accounts", str(accounts)),
-            *("--listings", str(listings), "--seed", "41"),
-        ]
-    )
-    sim.wait_for_log(r"simulator listening on")
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http, http.get(url + "/_sim/accounts") as resp:
-        return url, await resp.json()
-
-
 def up_pids(up: ServiceProcess, pgdata: Path) -> list[int]:
     pids = [p.pid for p in up.descendants()]
     postmaster = (pgdata / "postmaster.pid").read_text().splitlines()[0]
@@ -164,9 +150,10 @@ async def poll_job(api: str, key: str, job_id: str, timeout: float = 120) -> dic
 
 @pytest.mark.slow
 async def test_up_runs_the_stack_on_embedded_infrastructure_and_leaves_nothing_behind(
-    bare_launcher: ServiceLauncher, state_dir: Path
+    bare_launcher: ServiceLauncher, start_simulator: StartSimulator, state_dir: Path
 ) -> None:
-    sim_url, accounts = await start_simulator(bare_launcher, accounts=1, listings=3)
+    sim = await start_simulator(seed=41, accounts=1, listings=3)
+    sim_url, accounts = sim.url, sim.accounts
     account = accounts[0]
     admin_port = free_port()
     env = {
