@@ -23,7 +23,7 @@ def apply(conn):
     cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
     if cur.fetchone() is None:
         return
-    options = timescale_options()
+    options = timescale_options(cur)
     cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     for table in METRIC_TABLES:
         name = f"airbnb.{table}"

@@ -11,6 +11,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from yoyo import get_backend, read_migrations
@@ -31,12 +32,32 @@ class TimescaleOptions:
     retention: str = "5 years"
 
 
-_timescale = TimescaleOptions()
+# The options travel to migrations/0002_timescaledb.py on the connection yoyo runs it
+# on, as session settings: a migration is a module yoyo imports, so it takes no
+# arguments, and a module-level global would be hidden state shared by every caller.
+_OPTION_SETTINGS = {
+    "compress_after": "sync_airbnb.timescale_compress_after",
+    "retention": "sync_airbnb.timescale_retention",
+}
 
 
-def timescale_options() -> TimescaleOptions:
-    """Read by migrations/0002_timescaledb.py while it runs."""
-    return _timescale
+def set_timescale_options(cursor: Any, options: TimescaleOptions) -> None:
+    """Put ``options`` on the session of ``cursor``'s connection (for its migrations)."""
+    for name, setting in _OPTION_SETTINGS.items():
+        cursor.execute("SELECT set_config(%s, %s, false)", (setting, getattr(options, name)))
+
+
+def timescale_options(cursor: Any) -> TimescaleOptions:
+    """The options :func:`apply_migrations` put on this session; the defaults elsewhere.
+
+    Read by migrations/0002_timescaledb.py while it runs."""
+    found: dict[str, str] = {}
+    for name, setting in _OPTION_SETTINGS.items():
+        cursor.execute("SELECT current_setting(%s, true)", (setting,))
+        row = cursor.fetchone()
+        if row is not None and row[0]:
+            found[name] = row[0]
+    return TimescaleOptions(**found)
 
 
 def _yoyo_url(database_url: str) -> str:
@@ -46,14 +67,14 @@ def _yoyo_url(database_url: str) -> str:
 
 def apply_migrations(database_url: str, timescale: TimescaleOptions | None = None) -> list[str]:
     """Apply pending migrations; return the ids applied by this call."""
-    global _timescale
-    _timescale = timescale or TimescaleOptions()
     migrations = read_migrations(str(MIGRATIONS_DIR))
     with psycopg.connect(database_url, autocommit=True) as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         try:
             backend = get_backend(_yoyo_url(database_url))
             try:
+                with backend.transaction():
+                    set_timescale_options(backend.cursor(), timescale or TimescaleOptions())
                 with backend.lock():
                     pending = backend.to_apply(migrations)
                     backend.apply_migrations(pending)

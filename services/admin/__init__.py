@@ -16,7 +16,7 @@ GET    /api/v1/accounts/{account_id}/syncs         jobs, newest first
 GET    /api/v1/syncs/{job_id}                      one job with its listings
 GET    /api/v1/accounts/{account_id}/metrics/export CSV or JSON, streamed
 GET    /api/v1/openapi.json, /docs                 the OpenAPI 3.1 document, as JSON and HTML
-GET    /health, /health/ready, /metrics            served by shared.runtime
+GET    /health, /health/ready, /metrics            served by shared.service_http
 ====== =========================================== =======================================
 
 Modules: ``app`` (factory, cleanup contexts), ``routes`` (the one route table, which

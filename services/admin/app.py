@@ -24,7 +24,9 @@ from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SET
 from services.admin.syncs import JobQueries, SyncTrigger
 from shared.crypto import CredentialCipher
 from shared.logs import setup_logging
-from shared.runtime import DB_POOL, JETSTREAM, NATS, db_context, nats_context, serve, service_app
+from shared.resources import db_context, nats_context
+from shared.runtime import DB_POOL, JETSTREAM, NATS, serve
+from shared.service_http import service_app
 from shared.settings import load_settings
 
 __all__ = ["SETTINGS", "create_app", "main"]

@@ -23,7 +23,7 @@ from services.admin.models import (
     SyncTriggerBody,
 )
 from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SYNCS
-from shared.runtime import json_response
+from shared.service_http import json_response
 
 B = TypeVar("B", bound=BaseModel)
 

@@ -18,7 +18,7 @@ from nats.errors import ConnectionClosedError
 
 from services.admin.errors import ApiError
 from services.admin.openapi import API_KEY_HEADER
-from shared.runtime import json_response
+from shared.service_http import json_response
 
 log = logging.getLogger("sync_airbnb.admin.http")
 

@@ -3,7 +3,7 @@
 The table drives both the router (:func:`setup_routes`) and the OpenAPI
 document (``openapi.build_document``): what a route accepts and answers is
 declared here once. ``/health``, ``/health/ready`` and ``/metrics`` are served
-by ``shared.runtime`` for every service; they are only documented here.
+by ``shared.service_http`` for every service; they are only documented here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from services.admin.models import (
 )
 from services.admin.openapi import Operation, Resp
 from services.admin.settings import AdminSettings
-from shared import runtime
+from shared import service_http
 
 API = "/api/v1"
 ACCOUNT = {"account_id": TypeAdapter(AccountId)}
@@ -234,12 +234,12 @@ def api_operations() -> list[Operation]:
 
 
 def runtime_operations(settings: AdminSettings) -> list[Operation]:
-    """The operational routes shared.runtime registers for every service."""
+    """The operational routes shared.service_http registers for every service."""
     return [
         Operation(
             "GET",
             "/health",
-            runtime.health,
+            service_http.health,
             "health",
             "Liveness: 200 while the event loop runs",
             "operations",
@@ -250,7 +250,7 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
         Operation(
             "GET",
             "/health/ready",
-            runtime.ready,
+            service_http.ready,
             "ready",
             "Readiness: PostgreSQL and NATS both answer",
             "operations",
@@ -261,7 +261,7 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
         Operation(
             "GET",
             "/metrics",
-            runtime.metrics,
+            service_http.metrics,
             "metrics",
             "Prometheus metrics",
             "operations",

@@ -39,7 +39,9 @@ from shared.jetstream import Delivery, PullWorker, describe_error
 from shared.logs import log_context, setup_logging
 from shared.messages import JobEvent, MessageDecodeError, SyncRequest, decode
 from shared.metrics import SYNCS_IN_FLIGHT
-from shared.runtime import JETSTREAM, NATS, nats_context, serve, service_app, worker_context
+from shared.resources import nats_context, worker_context
+from shared.runtime import JETSTREAM, NATS, serve
+from shared.service_http import service_app
 from shared.settings import load_settings
 
 log = logging.getLogger("sync_airbnb.fetcher")

@@ -29,7 +29,7 @@ from aiohttp import web
 from cronsim import CronSim
 from nats.aio.msg import Msg
 
-from services.scheduler import emit
+from services.scheduler import fanout, triggers
 from services.scheduler.plan import event_wants_backfill
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
@@ -45,16 +45,9 @@ from shared.messages import (
     decode,
     encode,
 )
-from shared.runtime import (
-    DB_POOL,
-    JETSTREAM,
-    NATS,
-    db_context,
-    nats_context,
-    serve,
-    service_app,
-    worker_context,
-)
+from shared.resources import db_context, nats_context, worker_context
+from shared.runtime import DB_POOL, JETSTREAM, NATS, serve
+from shared.service_http import service_app
 from shared.settings import load_settings
 
 log = logging.getLogger("sync_airbnb.scheduler")
@@ -78,7 +71,7 @@ async def answer_trigger(app: web.Application, msg: Msg) -> SyncTriggerReply:
         return SyncTriggerReply(error="invalid_request", detail=f"Malformed request: {exc}")
     with log_context(account_id=req.account_id):
         try:
-            outcome = await emit.trigger_sync(
+            outcome = await triggers.trigger_sync(
                 app[DB_POOL],
                 app[NATS],
                 app[SETTINGS],
@@ -143,7 +136,7 @@ async def handle_account_event(app: web.Application, event: AccountEvent) -> Non
         acct = await read_account(conn, event.account_id)
     if acct is None or not event_wants_backfill(event, never_synced=acct.never_synced):
         return
-    outcome = await emit.trigger_sync(
+    outcome = await triggers.trigger_sync(
         app[DB_POOL],
         app[NATS],
         app[SETTINGS],
@@ -203,9 +196,9 @@ async def accounts_worker(app: web.Application, stopping: asyncio.Event) -> None
 async def reconcile_at_start(app: web.Application, stopping: asyncio.Event) -> None:
     """Re-publish queued jobs and backfill missed accounts; retried until it works."""
 
-    async def reconcile() -> emit.FanOutReport:
-        await emit.republish_queued(app[DB_POOL], app[NATS], app[SETTINGS])
-        return await emit.backfill_missed(app[DB_POOL], app[NATS], app[SETTINGS])
+    async def reconcile() -> fanout.FanOutReport:
+        await fanout.republish_queued(app[DB_POOL], app[NATS], app[SETTINGS])
+        return await fanout.backfill_missed(app[DB_POOL], app[NATS], app[SETTINGS])
 
     def report_failure(exc: BaseException, delay: float) -> None:
         log.error("start-up reconciliation failed; retrying in %.0fs", delay, exc_info=exc)
@@ -226,7 +219,7 @@ async def reconcile_at_start(app: web.Application, stopping: asyncio.Event) -> N
 async def daily_run(app: web.Application) -> None:
     started = time.monotonic()
     try:
-        report = await emit.run_daily(app[DB_POOL], app[NATS], app[SETTINGS])
+        report = await fanout.run_daily(app[DB_POOL], app[NATS], app[SETTINGS])
     except Exception:
         log.exception("scheduled run failed; the next run (or a restart) catches up")
         return

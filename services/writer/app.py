@@ -2,9 +2,9 @@
 
 Consumes the durable pull consumer ``writer`` on AIRBNB_SYNC_RESULTS in batches
 and commits each batch in one PostgreSQL transaction; see consumer.py for the
-loop and its failure handling, store.py for the transaction, plan.py for the
-pure rules. Run as many replicas as PostgreSQL can take: they share the
-consumer, and job rows are locked for the completion check.
+loop and its failure handling, store.py for the transaction, bookkeeping.py and
+row_codecs.py for the pure rules. Run as many replicas as PostgreSQL can take: they
+share the consumer, and job rows are locked for the completion check.
 """
 
 from __future__ import annotations
@@ -18,16 +18,9 @@ from services.writer import store
 from services.writer.consumer import Writer
 from services.writer.settings import WriterSettings
 from shared.logs import setup_logging
-from shared.runtime import (
-    DB_POOL,
-    JETSTREAM,
-    NATS,
-    db_context,
-    nats_context,
-    serve,
-    service_app,
-    worker_context,
-)
+from shared.resources import db_context, nats_context, worker_context
+from shared.runtime import DB_POOL, JETSTREAM, NATS, serve
+from shared.service_http import service_app
 from shared.settings import load_settings
 
 SETTINGS = web.AppKey("settings", WriterSettings)

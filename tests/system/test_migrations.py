@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncpg
+import psycopg
 
 from shared.metric_tables import METRIC_TABLES, SCHEMA
-from shared.migrate import apply_migrations
+from shared.migrate import (
+    TimescaleOptions,
+    apply_migrations,
+    set_timescale_options,
+    timescale_options,
+)
 from tests.infra import ServiceLauncher
 
 # information_schema spells some types out in full.
@@ -160,3 +166,17 @@ async def test_three_concurrent_migrate_processes_end_with_one_schema(
         assert schemas == 1
     finally:
         await conn.close()
+
+
+def test_timescale_options_travel_on_the_migrations_session(empty_database: str) -> None:
+    # migrations/0002_timescaledb.py reads them with timescale_options(cursor) from the
+    # session apply_migrations prepared; another session sees the defaults, so two
+    # migrators with different options cannot see each other's.
+    with psycopg.connect(empty_database) as mine, psycopg.connect(empty_database) as other:
+        assert timescale_options(mine.cursor()) == TimescaleOptions()
+        set_timescale_options(mine.cursor(), TimescaleOptions("3 days", "2 years"))
+        mine.commit()
+        with mine.transaction():
+            assert timescale_options(mine.cursor()) == TimescaleOptions("3 days", "2 years")
+        assert timescale_options(other.cursor()) == TimescaleOptions()
+    assert apply_migrations(empty_database, TimescaleOptions("1 day", "1 year"))[0] == "0001_schema"
