@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks.bench_scheduler [--accounts N] [--repeat R]``. It loads N
 schedulable accounts into a scratch database, then times
-``services.scheduler.emit.run_daily`` as the cron calls it: read the accounts, plan,
+``services.scheduler.fanout.run_daily`` as the cron calls it: read the accounts, plan,
 insert the jobs, publish one SyncRequest per job to a real nats-server (JetStream,
 the project's streams) and wait for every ack. Logging is set up as in the service
 (JSON lines on stderr; here into a file), so a log line per job costs what it costs
@@ -92,7 +92,7 @@ async def floor_s(nc: Any, n: int, body: bytes) -> float:
 async def run(db_url: str, nats_url: str, n: int, repeat: int) -> dict[str, Any]:
     import nats
 
-    from services.scheduler import emit as scheduler_emit
+    from services.scheduler import fanout as scheduler_fanout
     from services.scheduler.plan import Account, Windows, plan_job, sync_request
     from services.scheduler.settings import SchedulerSettings
     from shared import db, topology
@@ -116,7 +116,7 @@ async def run(db_url: str, nats_url: str, n: int, repeat: int) -> dict[str, Any]
             settings = SchedulerSettings()  # type: ignore[call-arg]
             await js.purge_stream(stream)
             started = time.perf_counter()
-            report = await scheduler_emit.run_daily(pool, nc, settings)
+            report = await scheduler_fanout.run_daily(pool, nc, settings)
             elapsed = time.perf_counter() - started
             reports.append(report)
             assert report.created == n and report.publish.published == n, report
@@ -131,7 +131,7 @@ async def run(db_url: str, nats_url: str, n: int, repeat: int) -> dict[str, Any]
                 trigger="schedule",
                 scrape_day=settings.today(),
                 windows=Windows.for_day(settings.today(), settings.window_settings()),
-                now=scheduler_emit.utcnow(),
+                now=dt.datetime.now(dt.UTC),
             )
             body = encode(sync_request(plan))
             await js.purge_stream(stream)

@@ -6,7 +6,7 @@ line, all measured in the same run on the same rows:
 
 * ``writer``: the writer's own transaction, ``services.writer.store.commit_batch``
   (ledger, rows, bookkeeping, completion check), on rows already converted by
-  ``plan.convert_rows``, cut into chunks of 1,000 rows as RowBatch messages carry them;
+  ``row_codecs.convert_rows``, cut into chunks of 1,000 rows as RowBatch messages carry them;
 * ``orm_insert`` (a): one multi-row ``INSERT ... VALUES ... ON CONFLICT (key) DO UPDATE``
   per batch, the way an ORM writes a list of objects. Its values are literals rendered
   in Python (as SQLAlchemy's ``literal_binds`` or psycopg2's ``execute_values`` do):
@@ -54,7 +54,7 @@ import asyncpg
 import orjson
 
 from benchmarks.common import Database, database, emit, machine, note
-from services.writer import plan, store
+from services.writer import bookkeeping, row_codecs, store
 from services.writer.sql import quote
 from shared.airbnb.pivots import scrape_time
 from shared.messages import RowBatch
@@ -72,11 +72,11 @@ TARGET_VS_FLOOR = 2.0  # COPY-floor rows/s <= 2x the writer
 # --- rows ---------------------------------------------------------------------------------------
 
 
-def make_rows(table: MetricTable, n: int, version: int) -> list[plan.Row]:
+def make_rows(table: MetricTable, n: int, version: int) -> list[row_codecs.Row]:
     """``n`` converted rows of ``table`` (column order), chunk i = listing i; the key of
     row j does not depend on ``version``, every metric value does."""
     time_ = scrape_time(SCRAPE_DAY)
-    rows: list[plan.Row] = []
+    rows: list[row_codecs.Row] = []
     for j in range(n):
         listing = str(10**17 + j // CHUNK_ROWS)
         day = BASE_DAY + dt.timedelta(days=j % CHUNK_ROWS)
@@ -128,7 +128,7 @@ def _literal(value: Any) -> str:
     raise TypeError(t)
 
 
-def orm_insert_sql(table: MetricTable, rows: list[plan.Row]) -> str:
+def orm_insert_sql(table: MetricTable, rows: list[row_codecs.Row]) -> str:
     cols = ", ".join(quote(c) for c in table.column_names)
     key = set(table.key)
     updates = ", ".join(
@@ -168,7 +168,7 @@ class Bench:
         self.case = case
         self.seed = make_rows(spec, n, 0) if case == "update" else None
         self.rows = make_rows(spec, n, 1 if case == "update" else 0)
-        self.strategy = plan.CopyStrategy()
+        self.strategy = row_codecs.CopyStrategy()
         self.floor_table = f"bench_floor_{spec.name}"
 
     async def setup(self) -> None:
@@ -192,7 +192,7 @@ class Bench:
         )
         return job_id
 
-    def planned(self, job_id: uuid.UUID) -> list[plan.Planned]:
+    def planned(self, job_id: uuid.UUID) -> list[bookkeeping.Planned]:
         batch = []
         for no, start in enumerate(range(0, len(self.rows), CHUNK_ROWS)):
             chunk = self.rows[start : start + CHUNK_ROWS]
@@ -205,7 +205,7 @@ class Bench:
                 scrape_day=SCRAPE_DAY,
                 rows=[],
             )
-            batch.append(plan.Planned(message, chunk))
+            batch.append(bookkeeping.Planned(message, chunk))
         return batch
 
     async def reset(self) -> None:

@@ -2,7 +2,7 @@
 
 Nothing here touches PostgreSQL, NATS or a clock: callers pass ``today`` (the scrape
 day, from ``settings.today()``), ``now`` and the rows they read, and get back plans
-that the shell (``services.scheduler.emit``) inserts and publishes. The dedup rules
+that the shell (``fanout.py``, ``triggers.py``) inserts and publishes. The dedup rules
 are those of docs/data-path.md:
 
 * one job per account, scrape day and kind: ``dedup_key = "{account}:{day}:{kind}"``,

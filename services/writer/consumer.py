@@ -33,8 +33,9 @@ import asyncpg
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from services.writer import plan, store
-from services.writer.plan import Planned, RowError
+from services.writer import bookkeeping, row_codecs, store
+from services.writer.bookkeeping import Planned
+from services.writer.row_codecs import RowError
 from services.writer.settings import WriterSettings
 from shared import topology
 from shared.backoff import RetryStopped, capped_backoff, retry_until
@@ -130,7 +131,7 @@ class Writer:
         self._heartbeat_s = heartbeat_interval(settings.jetstream_ack_wait_s)
         # The batch in hand; each message is settled (acked, termed or nak'ed) once.
         self._in_hand: list[Delivery] = []
-        self._copy_strategy = plan.CopyStrategy()
+        self._copy_strategy = row_codecs.CopyStrategy()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -172,7 +173,9 @@ class Writer:
             items: list[_Item] = []
             for msg in msgs:
                 try:
-                    planned = plan.plan_message(plan.decode_result(msg.subject, msg.data))
+                    planned = bookkeeping.plan_message(
+                        bookkeeping.decode_result(msg.subject, msg.data)
+                    )
                 except MessageDecodeError as exc:
                     await self._dead_letter(msg, f"undecodable: {exc}", "undecodable")
                 except RowError as exc:
@@ -298,7 +301,7 @@ class Writer:
             ROWS_WRITTEN.labels(table=table).inc(n)
         for t in result.transitions:
             JOBS.labels(status=t.status).inc()
-            final = t.status in plan.FINAL_STATUSES
+            final = t.status in bookkeeping.FINAL_STATUSES
             snapshot = result.jobs.get(t.job_id)
             with log_context(job_id=str(t.job_id), account_id=t.account_id):
                 log.info(

@@ -6,7 +6,7 @@ merges them. The update's ``WHERE (cols) IS DISTINCT FROM (EXCLUDED cols)`` skip
 rows that would not change, so a redelivered chunk writes no tuple and its
 command tag counts only rows really written.
 
-When every row is new (the normal case, see plan.CopyStrategy) the rows are
+When every row is new (the normal case, see row_codecs.CopyStrategy) the rows are
 COPied straight into the table instead, and the temp table is not needed.
 """
 
@@ -188,7 +188,7 @@ SELECT job_id, account_id, status, listings_total, listings_succeeded, listings_
 FROM airbnb.sync_jobs WHERE job_id = ANY($1::uuid[])
 """
 
-# Rotated credentials (plan.rotation_outcome), in one statement: claim the rotation in
+# Rotated credentials (bookkeeping.rotation_outcome), in one statement: claim the rotation in
 # the ledger (a redelivered or replayed one finds its row: nothing more happens), then
 # apply it only while the account still has the version the sync read, so credentials
 # the operator gave in between win. The needs-credentials mark is left alone: a sync that

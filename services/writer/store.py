@@ -1,12 +1,12 @@
 """One batch, one transaction: the writer's PostgreSQL edge.
 
-:func:`commit_batch` applies a planned batch (services/writer/plan.py) in the
+:func:`commit_batch` applies a planned batch (services/writer/bookkeeping.py) in the
 order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
 
 1. the batch's jobs must exist and belong to the messages' accounts;
 2. the ledger: the chunks this transaction is first to commit;
 3. the metric rows of those chunks: one COPY per table straight into it when every
-   row is new, else COPY into a temp table and one upsert (plan.CopyStrategy);
+   row is new, else COPY into a temp table and one upsert (row_codecs.CopyStrategy);
 4. lock the jobs (``FOR UPDATE``, in job_id order, so writers never deadlock on
    them): the bookkeeping and completion checks of two writers must not
    interleave, and the lock says which jobs are final already;
@@ -14,7 +14,7 @@ order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
 6. the completion check of every job touched;
 7. rotated credentials, in message order, whatever the job's status (a sync that
    rotated and then failed still saves them): each applies only while the account
-   has the version its sync read (plan.rotation_outcome). Last, so the account row
+   has the version its sync read (bookkeeping.rotation_outcome). Last, so the account row
    is locked after the jobs, as the job bookkeeping above locks it.
 
 A final job is never written again, so replaying a whole stream changes nothing:
@@ -33,15 +33,15 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.writer import plan, sql
-from services.writer.plan import FINAL_STATUSES, JobRef, Planned
+from services.writer import bookkeeping, row_codecs, sql
+from services.writer.bookkeeping import FINAL_STATUSES, JobRef, Planned
 from shared.db import Conn
 from shared.messages import CredentialsRotated, JobEvent, JobUpdate, ListingResult
 from shared.metric_tables import METRIC_TABLES, SCHEMA
 
 
 class OrphanMessages(Exception):
-    """Messages of the batch that can never apply (see :func:`plan.orphans`), by index."""
+    """Messages of the batch that can never apply (see :func:`bookkeeping.orphans`), by index."""
 
     def __init__(self, reasons: dict[int, str]) -> None:
         super().__init__(f"{len(reasons)} message(s) cannot apply: {reasons}")
@@ -69,7 +69,7 @@ class Rotation:
     job_id: uuid.UUID
     account_id: str
     from_version: int
-    outcome: plan.RotationOutcome
+    outcome: bookkeeping.RotationOutcome
     # the account's version after this rotation (None: no such account)
     version: int | None
     changed: tuple[str, ...] = ()
@@ -120,7 +120,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _copy(
-    conn: Conn, table: str, rows: list[plan.Row], *, into: str, schema: str | None
+    conn: Conn, table: str, rows: list[row_codecs.Row], *, into: str, schema: str | None
 ) -> str:
     """COPY ``rows`` of metrics table ``table`` into ``schema.into``."""
     try:
@@ -132,13 +132,13 @@ async def _copy(
         )
     except (TypeError, ValueError, OverflowError) as exc:
         # Raised by asyncpg's binary encoders, before the row reached the server.
-        raise RowEncodeError(f"{table}: {exc} ({plan.find_type_error(table, rows)})") from exc
+        raise RowEncodeError(f"{table}: {exc} ({row_codecs.find_type_error(table, rows)})") from exc
 
 
 async def _write_rows(
-    conn: Conn, table: str, rows: list[plan.Row], strategy: plan.CopyStrategy
+    conn: Conn, table: str, rows: list[row_codecs.Row], strategy: row_codecs.CopyStrategy
 ) -> int:
-    """Rows written: straight COPY when they are all new, else a merge (plan.CopyStrategy)."""
+    """Rows written: straight COPY when they are all new, else a merge (row_codecs.CopyStrategy)."""
     spec = METRIC_TABLES[table]  # type: ignore[index]
     if strategy.direct(table):
         try:
@@ -154,21 +154,21 @@ async def _write_rows(
 async def commit_batch(
     conn: Conn,
     batch: Sequence[Planned],
-    strategy: plan.CopyStrategy | None = None,
+    strategy: row_codecs.CopyStrategy | None = None,
 ) -> CommitResult:
     """Apply ``batch`` in one transaction; raise OrphanMessages before writing anything."""
-    strategy = strategy or plan.CopyStrategy()
+    strategy = strategy or row_codecs.CopyStrategy()
     result = CommitResult()
     job_ids = sorted({p.message.job_id for p in batch})
     async with conn.transaction():
         known = await conn.fetch(sql.FIND_JOBS, job_ids)
-        bad = plan.orphans(batch, {r["job_id"]: JobRef(r["account_id"], "") for r in known})
+        bad = bookkeeping.orphans(batch, {r["job_id"]: JobRef(r["account_id"], "") for r in known})
         if bad:
             raise OrphanMessages(bad)
 
         # The ledger decides which chunks are new; only their rows and counts are written.
-        entries = plan.ledger_entries(batch)
-        new: set[plan.ChunkKey] = set()
+        entries = bookkeeping.ledger_entries(batch)
+        new: set[bookkeeping.ChunkKey] = set()
         if entries:
             returned = await conn.fetch(
                 sql.INSERT_LEDGER,
@@ -183,7 +183,7 @@ async def commit_batch(
                 for r in returned
             }
         result.new_chunks = len(new)
-        for table, rows in plan.rows_to_write(batch, new).items():
+        for table, rows in bookkeeping.rows_to_write(batch, new).items():
             result.rows_copied += len(rows)
             result.rows_written[table] = await _write_rows(conn, table, rows, strategy)
 
@@ -194,7 +194,7 @@ async def commit_batch(
         jobs = {r["job_id"]: JobRef(r["account_id"], r["status"]) for r in locked}
         active = {job_id for job_id, ref in jobs.items() if ref.status not in FINAL_STATUSES}
 
-        per_listing, per_job = plan.chunk_increments(
+        per_listing, per_job = bookkeeping.chunk_increments(
             (c, n) for c, n in entries if c in new and c[0] in active
         )
         if per_listing:
@@ -210,7 +210,7 @@ async def commit_batch(
             await conn.execute(sql.ADD_JOB_ROWS, jobs_added, [per_job[j] for j in jobs_added])
 
         results = sorted(
-            plan.merge_listing_results(
+            bookkeeping.merge_listing_results(
                 p.message
                 for p in batch
                 if isinstance(p.message, ListingResult) and p.message.job_id in active
@@ -223,7 +223,7 @@ async def commit_batch(
                 [r.job_id for r in results],
                 [r.listing_id for r in results],
                 [r.status == "failed" for r in results],
-                [plan.chunks_expected(r) for r in results],
+                [bookkeeping.chunks_expected(r) for r in results],
                 [r.error if r.status == "failed" else None for r in results],
             )
             by_key = {(jobs[r.job_id].account_id, r.listing_id): r for r in results}
@@ -243,7 +243,7 @@ async def commit_batch(
         unfinished = [j for j in job_ids if jobs[j].status not in FINAL_STATUSES]
         await _complete(conn, unfinished, jobs, result)
 
-        for rotation in plan.rotations(batch):
+        for rotation in bookkeeping.rotations(batch):
             result.rotations.append(await _apply_rotation(conn, rotation))
 
         changed = [j for j in job_ids if j in active]
@@ -260,7 +260,7 @@ async def _apply_event(
     if job.status in FINAL_STATUSES:
         return
     if event.event == "started":
-        total = plan.listings_total(event)
+        total = bookkeeping.listings_total(event)
         await conn.execute(sql.START_JOB, event.job_id, event.at, total)
         if event.listing_ids:
             await conn.execute(sql.ADD_PENDING_LISTINGS, event.job_id, event.listing_ids)
@@ -298,7 +298,7 @@ async def _apply_event(
 
 
 async def _apply_rotation(conn: Conn, rotation: CredentialsRotated) -> Rotation:
-    def outcome(what: plan.RotationOutcome, version: int | None) -> Rotation:
+    def outcome(what: bookkeeping.RotationOutcome, version: int | None) -> Rotation:
         return Rotation(
             rotation.job_id,
             rotation.account_id,
@@ -317,7 +317,9 @@ async def _apply_rotation(conn: Conn, rotation: CredentialsRotated) -> Rotation:
         rotation.rotated_at,
     )
     assert row is not None  # the SELECT always returns its one row
-    what = plan.rotation_outcome(claimed=row["claimed"], applied_version=row["applied_version"])
+    what = bookkeeping.rotation_outcome(
+        claimed=row["claimed"], applied_version=row["applied_version"]
+    )
     return outcome(what, row["applied_version"] or row["version"])
 
 
@@ -333,20 +335,22 @@ async def _complete(
     await conn.execute(sql.PROMOTE_LISTINGS, job_ids)
     for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
         job_id: uuid.UUID = r["job_id"]
-        tally = plan.ListingTally(r["listings_total"], r["known"], r["committed"], r["failed"])
-        outcome = plan.job_outcome(tally)
+        tally = bookkeeping.ListingTally(
+            r["listings_total"], r["known"], r["committed"], r["failed"]
+        )
+        outcome = bookkeeping.job_outcome(tally)
         if outcome is None:
             await conn.execute(sql.UPDATE_JOB_PROGRESS, job_id, tally.committed, tally.failed)
             continue
         error: str | None = None
         if tally.failed:
-            failed = await conn.fetch(sql.FAILED_LISTINGS, job_id, plan.MAX_NAMED_FAILURES)
-            error = plan.job_error(
+            failed = await conn.fetch(sql.FAILED_LISTINGS, job_id, bookkeeping.MAX_NAMED_FAILURES)
+            error = bookkeeping.job_error(
                 [(f["airbnb_listing_id"], f["error"]) for f in failed], tally.failed, tally.known
             )
         await conn.execute(sql.FINISH_JOB, job_id, outcome, tally.committed, tally.failed, error)
         account_id = jobs[job_id].account_id
-        if plan.advances_last_sync(outcome):
+        if bookkeeping.advances_last_sync(outcome):
             await conn.execute(sql.ADVANCE_LAST_SYNC, account_id)
         jobs[job_id] = JobRef(account_id, outcome)
         detail = error or f"{tally.committed} listings committed"

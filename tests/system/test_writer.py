@@ -26,7 +26,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from services.writer import plan, store
+from services.writer import bookkeeping, store
 from shared import topology
 from shared.crypto import CredentialCipher
 from shared.messages import (
@@ -861,7 +861,7 @@ async def test_rotations_of_one_account_in_one_batch_apply_in_order(
         rotated(cipher, account_id, jobs[1], 2, "b"),
         rotated(cipher, account_id, jobs[2], 1, "c"),
     ]
-    result = await store.commit_batch(db, [plan.Planned(m) for m in messages])
+    result = await store.commit_batch(db, [bookkeeping.Planned(m) for m in messages])
     assert [(r.job_id, r.outcome, r.version) for r in result.rotations] == [
         (jobs[0], "applied", 2),
         (jobs[1], "applied", 3),
@@ -870,7 +870,7 @@ async def test_rotations_of_one_account_in_one_batch_apply_in_order(
     assert (await credentials(db, cipher, account_id))[:2] == (3, auth_cookie(account_id, "b"))
     # The whole batch again (a replay): the ledger holds all three, nothing changes.
     before = await credentials(db, cipher, account_id)
-    again = await store.commit_batch(db, [plan.Planned(m) for m in messages])
+    again = await store.commit_batch(db, [bookkeeping.Planned(m) for m in messages])
     assert [r.outcome for r in again.rotations] == ["already_handled"] * 3
     assert await credentials(db, cipher, account_id) == before
     # A deleted account takes no rotation; and restored, the same rotation replayed does
@@ -879,12 +879,12 @@ async def test_rotations_of_one_account_in_one_batch_apply_in_order(
         "UPDATE airbnb.accounts SET deleted_at = now() WHERE account_id = $1", account_id
     )
     late = rotated(cipher, account_id, jobs[2], 3, "d")
-    (gone,) = (await store.commit_batch(db, [plan.Planned(late)])).rotations
+    (gone,) = (await store.commit_batch(db, [bookkeeping.Planned(late)])).rotations
     assert gone.outcome == "dropped" and (await credentials(db, cipher, account_id))[0] == 3
     await db.execute(
         "UPDATE airbnb.accounts SET deleted_at = NULL WHERE account_id = $1", account_id
     )
-    (replayed,) = (await store.commit_batch(db, [plan.Planned(late)])).rotations
+    (replayed,) = (await store.commit_batch(db, [bookkeeping.Planned(late)])).rotations
     assert replayed.outcome == "already_handled"
     assert (await credentials(db, cipher, account_id))[:2] == (3, auth_cookie(account_id, "b"))
 

@@ -1,4 +1,5 @@
-"""The writer's functional core (services/writer/plan.py, sql.py) and error classification."""
+"""The writer's functional core (services/writer/bookkeeping.py, row_codecs.py, sql.py) and
+error classification."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import asyncpg
 import orjson
 import pytest
 
-from services.writer import plan, sql
+from services.writer import bookkeeping, row_codecs, sql
 from services.writer.consumer import classify_error, heartbeat_interval, redelivery_delay
 from services.writer.store import RowEncodeError
 from shared import topology
@@ -66,13 +67,13 @@ def wire(
         scrape_day=DAY,
         rows=rows,
     )
-    return plan.decode_result(topology.rows_subject(table), encode(batch))  # type: ignore[return-value]
+    return bookkeeping.decode_result(topology.rows_subject(table), encode(batch))  # type: ignore[return-value]
 
 
-def convert(table: TableName, rows: list[dict[str, Any]]) -> list[plan.Row]:
+def convert(table: TableName, rows: list[dict[str, Any]]) -> list[row_codecs.Row]:
     batch = wire(table, rows)
-    return plan.convert_rows(
-        plan.CODECS[table], batch.rows, account_id="42", listing_id="L1", scrape_day=DAY
+    return row_codecs.convert_rows(
+        row_codecs.CODECS[table], batch.rows, account_id="42", listing_id="L1", scrape_day=DAY
     )
 
 
@@ -82,14 +83,14 @@ def convert(table: TableName, rows: list[dict[str, Any]]) -> list[plan.Row]:
 def test_decode_picks_the_model_by_subject() -> None:
     event = JobEvent(job_id=JOB, account_id="42", event="started", listings_total=1, at=MIDNIGHT)
     result = ListingResult(job_id=JOB, account_id="42", listing_id="L1", status="failed")
-    assert plan.decode_result(topology.SYNC_EVENTS, encode(event)) == event
-    assert plan.decode_result(topology.SYNC_PROGRESS, encode(result)) == result
+    assert bookkeeping.decode_result(topology.SYNC_EVENTS, encode(event)) == event
+    assert bookkeeping.decode_result(topology.SYNC_PROGRESS, encode(result)) == result
     assert isinstance(wire("chart_query", [make_row("chart_query")]), RowBatch)
     rotated = rotation()
-    assert plan.decode_result(topology.SYNC_CREDENTIALS, encode(rotated)) == rotated
+    assert bookkeeping.decode_result(topology.SYNC_CREDENTIALS, encode(rotated)) == rotated
     # a rotation is no row batch: nothing to convert, no ledger chunk
-    assert plan.plan_message(rotated) == plan.Planned(rotated)
-    assert plan.plan_message(rotated).chunk is None
+    assert bookkeeping.plan_message(rotated) == bookkeeping.Planned(rotated)
+    assert bookkeeping.plan_message(rotated).chunk is None
 
 
 def rotation(
@@ -123,7 +124,7 @@ def rotation(
 )
 def test_undecodable_messages_raise(subject: str, data: bytes) -> None:
     with pytest.raises(MessageDecodeError):
-        plan.decode_result(subject, data)
+        bookkeeping.decode_result(subject, data)
 
 
 def test_a_row_batch_on_another_tables_subject_is_refused() -> None:
@@ -137,7 +138,7 @@ def test_a_row_batch_on_another_tables_subject_is_refused() -> None:
         rows=[],
     )
     with pytest.raises(MessageDecodeError, match="chart_query"):
-        plan.decode_result(topology.rows_subject("list_of_metrics"), encode(batch))
+        bookkeeping.decode_result(topology.rows_subject("list_of_metrics"), encode(batch))
 
 
 # --- row conversion -----------------------------------------------------------------------
@@ -189,23 +190,27 @@ def test_rows_that_can_never_be_written_raise_row_error(
     override: dict[str, Any], message: str
 ) -> None:
     rows = [make_row("chart_query", 0), make_row("chart_query", 1, **override)]
-    with pytest.raises(plan.RowError, match=message) as info:
+    with pytest.raises(row_codecs.RowError, match=message) as info:
         convert("chart_query", rows)
     assert str(info.value).startswith("row 1:")
 
 
 def test_python_dates_are_accepted_as_well_as_iso_strings() -> None:
     row = make_row("list_of_metrics")
-    values = plan.convert_rows(
-        plan.CODECS["list_of_metrics"], [row], account_id="42", listing_id="L1", scrape_day=DAY
+    values = row_codecs.convert_rows(
+        row_codecs.CODECS["list_of_metrics"],
+        [row],
+        account_id="42",
+        listing_id="L1",
+        scrape_day=DAY,
     )
     assert values[0][2] == row["window_start"]
 
 
 def test_plan_message_converts_row_batches_only() -> None:
     event = JobEvent(job_id=JOB, account_id="42", event="failed", at=MIDNIGHT)
-    assert plan.plan_message(event) == plan.Planned(event)
-    planned = plan.plan_message(wire("chart_query", [make_row("chart_query")]))
+    assert bookkeeping.plan_message(event) == bookkeeping.Planned(event)
+    planned = bookkeeping.plan_message(wire("chart_query", [make_row("chart_query")]))
     assert planned.chunk == (JOB, "L1", "chart_query", 0)
     assert planned.rows is not None and len(planned.rows) == 1
 
@@ -223,10 +228,10 @@ def planned(table: TableName, rows: list[dict[str, Any]], listing: str = "L1", c
         scrape_day=DAY,
         rows=[],
     )
-    converted = plan.convert_rows(
-        plan.CODECS[table], rows, account_id="42", listing_id=listing, scrape_day=DAY
+    converted = row_codecs.convert_rows(
+        row_codecs.CODECS[table], rows, account_id="42", listing_id=listing, scrape_day=DAY
     )
-    return plan.Planned(batch, converted)
+    return bookkeeping.Planned(batch, converted)
 
 
 def test_only_new_chunks_are_written_and_later_rows_win_on_the_key() -> None:
@@ -236,7 +241,7 @@ def test_only_new_chunks_are_written_and_later_rows_win_on_the_key() -> None:
     old = planned("chart_query", [make_row("chart_query", 5)], chunk=2)
     summary = planned("chart_summary", [make_row("chart_summary")], chunk=0)
     batch = [a, b, old, summary, a]  # chunk 0 delivered twice
-    entries = plan.ledger_entries(batch)
+    entries = bookkeeping.ledger_entries(batch)
     assert [c for c, _ in entries] == [
         (JOB, "L1", "chart_query", 0),
         (JOB, "L1", "chart_query", 1),
@@ -245,13 +250,13 @@ def test_only_new_chunks_are_written_and_later_rows_win_on_the_key() -> None:
     ]
     assert [n for _, n in entries] == [2, 1, 1, 1]
     new = {c for c, _ in entries if c[3] != 2}  # chunk 2 was committed before
-    out = plan.rows_to_write(batch, new)
+    out = bookkeeping.rows_to_write(batch, new)
     assert set(out) == {"chart_query", "chart_summary"}
     cq = out["chart_query"]
     assert len(cq) == 2
     i = METRIC_TABLES["chart_query"].column_names.index("conversion_rate_your_value")
     assert [r[i] for r in cq] == [0.25, 0.99]
-    assert plan.rows_to_write(batch, set()) == {}
+    assert bookkeeping.rows_to_write(batch, set()) == {}
 
 
 def test_rows_sharing_a_date_but_not_a_key_are_all_kept() -> None:
@@ -264,27 +269,27 @@ def test_rows_sharing_a_date_but_not_a_key_are_all_kept() -> None:
     )
     summary = planned("chart_summary", [make_row("chart_summary", n) for n in range(3)])
     batch = [one, other, summary]
-    out = plan.rows_to_write(batch, {c for c, _ in plan.ledger_entries(batch)})
+    out = bookkeeping.rows_to_write(batch, {c for c, _ in bookkeeping.ledger_entries(batch)})
     assert out["list_of_metrics"] == [*one.rows, *other.rows]  # type: ignore[misc]
     assert out["chart_summary"] == summary.rows
 
 
 def test_a_key_repeated_by_another_job_of_the_same_day_is_written_once() -> None:
     first = planned("chart_query", [make_row("chart_query", n) for n in range(3)])
-    again = plan.Planned(
+    again = bookkeeping.Planned(
         first.message.model_copy(update={"job_id": uuid.uuid4()}),
         [list(r) for r in first.rows or []],
     )
     i = METRIC_TABLES["chart_query"].column_names.index("conversion_rate_your_value")
     again.rows[1][i] = 0.75  # type: ignore[index]
     batch = [first, again]
-    out = plan.rows_to_write(batch, {c for c, _ in plan.ledger_entries(batch)})
+    out = bookkeeping.rows_to_write(batch, {c for c, _ in bookkeeping.ledger_entries(batch)})
     assert [r[i] for r in out["chart_query"]] == [0.25, 0.75, 0.25]  # the later message wins
 
 
 def test_chunk_increments_sum_per_listing_and_job() -> None:
     other = uuid.uuid4()
-    per_listing, per_job = plan.chunk_increments(
+    per_listing, per_job = bookkeeping.chunk_increments(
         [
             ((JOB, "L1", "chart_query", 0), 10),
             ((JOB, "L1", "chart_summary", 0), 2),
@@ -303,37 +308,44 @@ def listing_result(status: str, listing: str = "L1", **kw: Any) -> ListingResult
 def test_published_outranks_failed_and_otherwise_the_later_result_wins() -> None:
     pub = listing_result("published", chunks={"chart_query": 2, "chart_summary": 1})
     fail = listing_result("failed", error="boom")
-    assert plan.merge_listing_results([pub, fail]) == [pub]
-    assert plan.merge_listing_results([fail, pub]) == [pub]
+    assert bookkeeping.merge_listing_results([pub, fail]) == [pub]
+    assert bookkeeping.merge_listing_results([fail, pub]) == [pub]
     fail2 = listing_result("failed", error="again")
-    assert plan.merge_listing_results([fail, fail2]) == [fail2]
+    assert bookkeeping.merge_listing_results([fail, fail2]) == [fail2]
     other = listing_result("failed", listing="L2")
-    assert plan.merge_listing_results([fail, other]) == [fail, other]
-    assert plan.chunks_expected(pub) == 3
-    assert plan.chunks_expected(fail) is None
+    assert bookkeeping.merge_listing_results([fail, other]) == [fail, other]
+    assert bookkeeping.chunks_expected(pub) == 3
+    assert bookkeeping.chunks_expected(fail) is None
 
 
 def test_listings_total_falls_back_to_the_listing_ids() -> None:
     e = JobEvent(job_id=JOB, account_id="42", event="started", listing_ids=["a", "b"], at=MIDNIGHT)
-    assert plan.listings_total(e) == 2
-    assert plan.listings_total(e.model_copy(update={"listings_total": 3})) == 3
+    assert bookkeeping.listings_total(e) == 2
+    assert bookkeeping.listings_total(e.model_copy(update={"listings_total": 3})) == 3
 
 
 def test_orphans_are_unknown_jobs_and_foreign_accounts() -> None:
     other = uuid.uuid4()
     batch = [
-        plan.Planned(listing_result("failed")),
-        plan.Planned(ListingResult(job_id=other, account_id="42", listing_id="x", status="failed")),
-        plan.Planned(ListingResult(job_id=JOB, account_id="7", listing_id="x", status="failed")),
+        bookkeeping.Planned(listing_result("failed")),
+        bookkeeping.Planned(
+            ListingResult(job_id=other, account_id="42", listing_id="x", status="failed")
+        ),
+        bookkeeping.Planned(
+            ListingResult(job_id=JOB, account_id="7", listing_id="x", status="failed")
+        ),
     ]
-    bad = plan.orphans(batch, {JOB: plan.JobRef("42", "running")})
+    bad = bookkeeping.orphans(batch, {JOB: bookkeeping.JobRef("42", "running")})
     assert set(bad) == {1, 2}
     assert "does not exist" in bad[1] and "belongs to account 42" in bad[2]
 
 
 def test_a_rotation_of_an_unknown_job_is_an_orphan() -> None:
-    batch = [plan.Planned(rotation(uuid.uuid4())), plan.Planned(rotation(JOB, account_id="7"))]
-    bad = plan.orphans(batch, {JOB: plan.JobRef("42", "failed")})
+    batch = [
+        bookkeeping.Planned(rotation(uuid.uuid4())),
+        bookkeeping.Planned(rotation(JOB, account_id="7")),
+    ]
+    bad = bookkeeping.orphans(batch, {JOB: bookkeeping.JobRef("42", "failed")})
     assert set(bad) == {0, 1}
     assert "does not exist" in bad[0] and "belongs to account 42" in bad[1]
 
@@ -344,11 +356,11 @@ def test_a_rotation_of_an_unknown_job_is_an_orphan() -> None:
 def test_rotations_keep_message_order() -> None:
     first, second = rotation(from_version=3), rotation(uuid.uuid4(), from_version=4)
     batch = [
-        plan.Planned(second),
-        plan.Planned(listing_result("failed")),
-        plan.Planned(first),
+        bookkeeping.Planned(second),
+        bookkeeping.Planned(listing_result("failed")),
+        bookkeeping.Planned(first),
     ]
-    assert plan.rotations(batch) == [second, first]
+    assert bookkeeping.rotations(batch) == [second, first]
 
 
 @pytest.mark.parametrize(
@@ -363,7 +375,7 @@ def test_rotations_keep_message_order() -> None:
     ],
 )
 def test_rotation_outcome(claimed: bool, applied_version: int | None, outcome: str) -> None:
-    assert plan.rotation_outcome(claimed=claimed, applied_version=applied_version) == outcome
+    assert bookkeeping.rotation_outcome(claimed=claimed, applied_version=applied_version) == outcome
 
 
 def test_rotation_sql_checks_the_version_and_leaves_the_mark() -> None:
@@ -378,30 +390,30 @@ def test_rotation_sql_checks_the_version_and_leaves_the_mark() -> None:
 @pytest.mark.parametrize(
     ("tally", "outcome"),
     [
-        (plan.ListingTally(None, 3, 3, 0), None),  # started not seen yet
-        (plan.ListingTally(3, 2, 2, 0), None),  # a listing not even pending yet
-        (plan.ListingTally(3, 3, 2, 0), None),  # one listing still pending
-        (plan.ListingTally(3, 3, 3, 0), "succeeded"),
-        (plan.ListingTally(3, 3, 2, 1), "partial"),
-        (plan.ListingTally(3, 3, 0, 3), "failed"),
-        (plan.ListingTally(0, 0, 0, 0), "succeeded"),  # an account without listings
+        (bookkeeping.ListingTally(None, 3, 3, 0), None),  # started not seen yet
+        (bookkeeping.ListingTally(3, 2, 2, 0), None),  # a listing not even pending yet
+        (bookkeeping.ListingTally(3, 3, 2, 0), None),  # one listing still pending
+        (bookkeeping.ListingTally(3, 3, 3, 0), "succeeded"),
+        (bookkeeping.ListingTally(3, 3, 2, 1), "partial"),
+        (bookkeeping.ListingTally(3, 3, 0, 3), "failed"),
+        (bookkeeping.ListingTally(0, 0, 0, 0), "succeeded"),  # an account without listings
     ],
 )
-def test_job_outcome(tally: plan.ListingTally, outcome: str | None) -> None:
-    assert plan.job_outcome(tally) == outcome
+def test_job_outcome(tally: bookkeeping.ListingTally, outcome: str | None) -> None:
+    assert bookkeeping.job_outcome(tally) == outcome
 
 
 def test_job_error_names_the_failed_listings() -> None:
-    assert plan.job_error([("111", "timeout"), ("222", None)], 2, 5) == (
+    assert bookkeeping.job_error([("111", "timeout"), ("222", None)], 2, 5) == (
         "2 of 5 listings failed: 111 (timeout); 222 (no reason given)"
     )
-    assert plan.job_error([("111", "x")], 4, 9).endswith("; and 3 more")
+    assert bookkeeping.job_error([("111", "x")], 4, 9).endswith("; and 3 more")
 
 
 def test_only_jobs_that_synced_something_advance_last_sync() -> None:
-    assert plan.advances_last_sync("succeeded")
-    assert plan.advances_last_sync("partial")
-    assert not plan.advances_last_sync("failed")
+    assert bookkeeping.advances_last_sync("succeeded")
+    assert bookkeeping.advances_last_sync("partial")
+    assert not bookkeeping.advances_last_sync("failed")
 
 
 # --- SQL text -----------------------------------------------------------------------------
@@ -422,7 +434,7 @@ def test_upsert_sql_updates_every_non_key_column_only_when_distinct(table: Table
 
 
 def test_copy_strategy_merges_for_a_while_after_a_conflict() -> None:
-    strategy = plan.CopyStrategy(cooldown=2)
+    strategy = row_codecs.CopyStrategy(cooldown=2)
     assert strategy.direct("chart_query")
     strategy.conflicted("chart_query")
     assert [strategy.direct("chart_query") for _ in range(3)] == [False, False, True]
@@ -431,10 +443,10 @@ def test_copy_strategy_merges_for_a_while_after_a_conflict() -> None:
 
 def test_find_type_error_names_the_column() -> None:
     [values] = convert("chart_summary", [make_row("chart_summary")])
-    assert plan.find_type_error("chart_summary", [values]) == "no single value to blame"
+    assert row_codecs.find_type_error("chart_summary", [values]) == "no single value to blame"
     i = METRIC_TABLES["chart_summary"].column_names.index("p2_impressions_value_string")
     values[i] = 5
-    assert plan.find_type_error("chart_summary", [values]) == (
+    assert row_codecs.find_type_error("chart_summary", [values]) == (
         "row 0: chart_summary.p2_impressions_value_string is 5, expected text"
     )
 
@@ -459,7 +471,7 @@ def test_find_type_error_names_the_column() -> None:
         (asyncpg.exceptions.NotNullViolationError("null"), "permanent"),
         (asyncpg.exceptions.ForeignKeyViolationError("fk"), "permanent"),
         (RowEncodeError("expected str, got int"), "permanent"),
-        (plan.RowError("row 0: bad"), "permanent"),
+        (row_codecs.RowError("row 0: bad"), "permanent"),
         (asyncpg.exceptions.UndefinedTableError("missing"), "unknown"),
         (KeyError("bug"), "unknown"),
     ],
