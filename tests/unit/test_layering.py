@@ -91,3 +91,68 @@ def test_only_topology_spells_a_subject() -> None:
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found
+
+
+# --- one of each mechanism (issue 12) ---------------------------------------------------------
+
+
+def calls_to(tree: ast.AST, *names: str) -> list[int]:
+    """Lines that call ``something.name(...)`` or ``name(...)`` for one of ``names``."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            called = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if called in names:
+                lines.append(node.lineno)
+    return lines
+
+
+def production_modules() -> list[Path]:
+    return [*modules("shared"), *modules("services")]
+
+
+def test_only_the_shared_worker_pulls_from_jetstream() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in production_modules()
+        if path != ROOT / "shared" / "jetstream.py"
+        for line in calls_to(ast.parse(path.read_text()), "pull_subscribe", "pull_subscribe_bind")
+    ]
+    assert not found, "a JetStream fetch loop outside shared/jetstream.py's PullWorker"
+
+
+def test_a_module_that_talks_to_nats_writes_no_json_of_its_own() -> None:
+    # What goes on NATS is encoded by shared.messages (encode, to_json) and nowhere else.
+    found = []
+    for path in production_modules():
+        if path == ROOT / "shared" / "messages.py":
+            continue
+        if not any(n.split(".")[0] == "nats" for n in imported(path)):
+            continue
+        tree = ast.parse(path.read_text())
+        found += [f"{path.relative_to(ROOT)}:{n}" for n in calls_to(tree, "dumps")]
+    assert not found
+
+
+def test_no_backoff_arithmetic_outside_the_one_curve() -> None:
+    # A doubling (2 ** n, x *= 2) belongs in shared/backoff.py; every retry walks its curve.
+    found = []
+    for path in production_modules():
+        if path == ROOT / "shared" / "backoff.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            doubling = (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Pow)
+                and isinstance(node.left, ast.Constant)
+                and node.left.value == 2
+            ) or (
+                isinstance(node, ast.AugAssign)
+                and isinstance(node.op, ast.Mult)
+                and isinstance(node.value, ast.Constant)
+                and node.value.value == 2
+            )
+            if doubling:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found
