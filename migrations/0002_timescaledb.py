@@ -1,50 +1,24 @@
-"""Hypertables, compression and retention where TimescaleDB is available.
+"""Hypertables, compression and retention where TimescaleDB is used.
 
-Where it is not, the metrics tables stay plain PostgreSQL tables: the step does
-nothing and ``sync-airbnb migrate`` logs that TimescaleDB is absent.
+``sync-airbnb migrate`` decides that before any migration runs (``TIMESCALEDB``,
+docs/timescaledb.md) and tells this step on its session; where TimescaleDB is not used
+the metrics tables stay plain PostgreSQL tables and migrate logs why. The statements are
+shared.migrate.hypertable_sql: no default ``time`` index, and chart_summary uncompressed.
 """
 
 from yoyo import step
 
-from shared.migrate import timescale_options
+from shared.migrate import ensure_hypertables, timescale_options, timescaledb_in_use
 
 __depends__ = {"0001_schema"}
-
-METRIC_TABLES = ("chart_query", "chart_summary", "list_of_metrics")
-ORDER_BY = {
-    "chart_query": "metric_date DESC",
-    "chart_summary": "window_start DESC",
-    "list_of_metrics": "window_start DESC",
-}
 
 
 def apply(conn):
     cur = conn.cursor()
-    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    if cur.fetchone() is None:
+    if not timescaledb_in_use(cur):
         return
-    options = timescale_options(cur)
     cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    for table in METRIC_TABLES:
-        name = f"airbnb.{table}"
-        cur.execute(
-            "SELECT create_hypertable(%s, 'time', if_not_exists => TRUE, "
-            "migrate_data => TRUE, chunk_time_interval => INTERVAL '7 days')",
-            (name,),
-        )
-        cur.execute(
-            f"ALTER TABLE {name} SET (timescaledb.compress, "
-            "timescaledb.compress_segmentby = 'account_id, airbnb_listing_id', "
-            f"timescaledb.compress_orderby = '{ORDER_BY[table]}')"
-        )
-        cur.execute(
-            "SELECT add_compression_policy(%s, %s::interval, if_not_exists => TRUE)",
-            (name, options.compress_after),
-        )
-        cur.execute(
-            "SELECT add_retention_policy(%s, %s::interval, if_not_exists => TRUE)",
-            (name, options.retention),
-        )
+    ensure_hypertables(cur, timescale_options(cur))
 
 
 steps = [step(apply)]

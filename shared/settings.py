@@ -172,6 +172,12 @@ class WindowSettingsMixin(BaseServiceSettings):
 
 
 class MigrateSettings(DatabaseSettings):
+    # auto: hypertables where TimescaleDB is usable (available and preloaded), else plain
+    # tables and a log line saying why; require: exit 2 before any migration unless it is
+    # usable; off: never use it.
+    timescaledb: Literal["auto", "require", "off"] = Field(
+        default="auto", validation_alias="TIMESCALEDB"
+    )
     timescale_compress_after: str = Field(
         default="7 days", validation_alias="TIMESCALE_COMPRESS_AFTER"
     )
