@@ -185,6 +185,9 @@ class JobEvent(Message):
     event: Literal["started", "auth_failed", "failed"]
     listings_total: int | None = None
     listing_ids: list[str] = Field(default_factory=list)
+    # started: how many listings Airbnb reported (ListingsSectionQuery's totalCount) when
+    # it returned fewer; the writer then ends the job partial. None: it returned them all.
+    listings_reported: int | None = Field(default=None, ge=0)
     reason: str | None = None
     # auth_failed: the credentials version Airbnb rejected. The writer marks the account
     # only while it still has that version: cookies the operator gave meanwhile are new.

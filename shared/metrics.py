@@ -41,6 +41,11 @@ LISTINGS_FETCHED = Counter(
     "Listings a fetcher finished, by outcome (published, skipped_already_published, failed).",
     ["outcome"],
 )
+LISTINGS_TRUNCATED = Counter(
+    "sync_airbnb_listings_truncated_total",
+    "ListingsSectionQuery answers that returned fewer listings than Airbnb reported "
+    "(totalCount); each one's job ends partial, 'N of M listings returned'.",
+)
 SYNCS_IN_FLIGHT = Gauge("sync_airbnb_syncs_in_flight", "Account syncs running in this fetcher.")
 EXTRA_METRICS = Counter(
     "sync_airbnb_extra_metrics_total",

@@ -27,6 +27,7 @@ from shared.airbnb.errors import MalformedResponseError
 from shared.airbnb.flatteners import (
     ChartPoint,
     Listing,
+    ListingsPage,
     MetricValue,
     flatten_chart_points,
     flatten_metric_units,
@@ -65,6 +66,24 @@ def describe(request: PlannedRequest) -> str:
 
 def clip_reason(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+# --- the listings query ----------------------------------------------------------------------
+
+
+def listings_reported(page: ListingsPage) -> int | None:
+    """How many listings Airbnb said the host has, when that is more than it returned.
+
+    ListingsSectionQuery takes no paging argument that anyone has seen (neither the
+    request the captures answer nor the public client of this query sends one, and the
+    answer carries no cursor; docs/data-path.md), so the listings it left out cannot be
+    asked for: the job goes on with those returned and ends ``partial``. The larger of
+    ``totalCount`` and ``resultsCount`` counts, so an answer that claims rows it does
+    not carry is caught too. None: nothing is missing, or Airbnb gave no count.
+    """
+    counts = [c for c in (page.total_count, page.results_count) if c is not None]
+    reported = max(counts, default=0)
+    return reported if reported > len(page.listings) else None
 
 
 # --- responses -> flat records -------------------------------------------------------------

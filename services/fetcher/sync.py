@@ -36,13 +36,18 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.fetcher import pipeline
-from services.fetcher.announced import decode_listings, encode_listings, unique_listings
+from services.fetcher.announced import (
+    Announced,
+    decode_listings,
+    encode_listings,
+    unique_listings,
+)
 from services.fetcher.settings import FetcherSettings
 from shared import topology
 from shared.airbnb import cookies
 from shared.airbnb.client import AirbnbClient
 from shared.airbnb.errors import AirbnbError, AuthError
-from shared.airbnb.flatteners import Listing, flatten_listings
+from shared.airbnb.flatteners import Listing, flatten_listings_page
 from shared.airbnb.operations import LISTINGS_SECTION
 from shared.airbnb.payloads import listings_section_payload, plan_listing_requests
 from shared.airbnb.pivots import Row
@@ -57,7 +62,7 @@ from shared.messages import (
     encode,
 )
 from shared.metric_tables import TableName
-from shared.metrics import EXTRA_METRICS, LISTINGS_FETCHED, ROWS_PUBLISHED
+from shared.metrics import EXTRA_METRICS, LISTINGS_FETCHED, LISTINGS_TRUNCATED, ROWS_PUBLISHED
 
 log = logging.getLogger("sync_airbnb.fetcher")
 
@@ -180,17 +185,17 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     return "completed"
 
 
-async def announced_listings(deps: SyncDeps, req: SyncRequest) -> list[Listing] | None:
+async def announced_listings(deps: SyncDeps, req: SyncRequest) -> Announced | None:
     """The listings an earlier delivery of this job announced, or None (a first delivery)."""
     stored = await kv_get(deps.kv, topology.fetch_listings_key(req.job_id))
     return None if stored is None else decode_listings(stored)
 
 
-async def all_recorded(deps: SyncDeps, req: SyncRequest, announced: list[Listing] | None) -> bool:
+async def all_recorded(deps: SyncDeps, req: SyncRequest, announced: Announced | None) -> bool:
     """True when an earlier delivery announced the listings and recorded every one."""
     if announced is None:
         return False
-    for listing in announced:
+    for listing in announced.listings:
         key = topology.fetch_progress_key(req.job_id, listing.listing_id)
         if await kv_get(deps.kv, key) is None:
             return False
@@ -235,7 +240,7 @@ async def save_rotated_cookies(
 
 
 async def job_listings(
-    deps: SyncDeps, client: AirbnbClient, req: SyncRequest, announced: list[Listing] | None
+    deps: SyncDeps, client: AirbnbClient, req: SyncRequest, announced: Announced | None
 ) -> list[Listing]:
     """The job's listings, announced with ``JobEvent(started)``.
 
@@ -243,20 +248,40 @@ async def job_listings(
     announcing it; a redelivery reuses that set (``announced``, read from the bucket by
     the caller), so the writer's ``listings_total`` and the listings fetched never
     disagree, even if the host changed listings since.
+
+    When Airbnb reports more listings than it returned (``totalCount``), the event
+    carries that count as ``listings_reported`` and the writer ends the job
+    ``partial``, "N of M listings returned": the query cannot be paged
+    (pipeline.listings_reported), and a silent subset would look like a full sync.
     """
     if announced is not None:
-        listings = announced
+        listings, reported = announced
         log.info("resuming a redelivered sync of %d listings", len(listings))
     else:
         try:
             body = await client.post(LISTINGS_SECTION, listings_section_payload())
-            listings = unique_listings(flatten_listings(body))
+            page = flatten_listings_page(body)
         except AuthError:
             raise
         except AirbnbError as exc:  # MalformedResponseError included
             raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
+        listings = unique_listings(page.listings)
+        reported = pipeline.listings_reported(page)
         key = topology.fetch_listings_key(req.job_id)
-        await deps.kv.put(key, encode_listings(listings))
+        await deps.kv.put(key, encode_listings(listings, reported))
+        if reported is not None:
+            # Counted once per job: a redelivery reads the count back from the bucket.
+            LISTINGS_TRUNCATED.inc()
+            log.warning(
+                "Airbnb returned %d of %d listings; the job will end partial",
+                len(page.listings),
+                reported,
+                extra={
+                    "total_count": page.total_count,
+                    "results_count": page.results_count,
+                    "returned": len(page.listings),
+                },
+            )
     # Published on every delivery: if a crash came between the KV put and this publish,
     # the redelivery sends it; otherwise JetStream drops the copy by its msg id.
     await publish_job_event(
@@ -267,6 +292,7 @@ async def job_listings(
             event="started",
             listings_total=len(listings),
             listing_ids=[x.listing_id for x in listings],
+            listings_reported=reported,
             at=now(),
         ),
     )

@@ -286,7 +286,14 @@ async def graphql(request: web.Request) -> web.Response:
 
     if not set(listing_ids) <= set(account.listing_ids):
         return reply(responses.forbidden_listing(trace_id))
-    body = responses.build_response(world.seed, account, parsed, request.app[TODAY](), trace_id)
+    body = responses.build_response(
+        world.seed,
+        account,
+        parsed,
+        request.app[TODAY](),
+        trace_id,
+        listings_page_size=config.listings_page_size,
+    )
     if config.malformed_listings.intersection(listing_ids):
         return reply(responses.json_reply(200, responses.malformed_component(body)))
     answer = responses.json_reply(200, body)

@@ -13,6 +13,8 @@ given keys into it, ``DELETE`` clears every fault)::
       "server_error_status": 503,
       "malformed_json_rate": 0.0,    # share answered 200 with a body cut in half
       "malformed_listings": ["<listing_id>"],  # valid JSON, data the flatteners reject
+      "listings_page_size": null,    # ListingsSectionQuery returns at most this many
+                                     # listings, totalCount still all; null: all
       "latency_ms": {"mean": 0, "jitter": 0},  # uniform in mean +- jitter, never < 0
       "seed": null                   # seed of the dice; null: the simulator's --seed
     }
@@ -59,6 +61,9 @@ class FaultConfig(BaseModel):
     server_error_status: int = Field(default=503, ge=500, le=599)
     malformed_json_rate: float = Field(default=0.0, ge=0, le=1)
     malformed_listings: frozenset[str] = Field(default_factory=frozenset)
+    # Airbnb cutting the listings table short: the first N rows in the active sort, with
+    # totalCount the host's count and resultsCount N. No request can ask for the rest.
+    listings_page_size: int | None = Field(default=None, ge=0)
     latency_ms: Latency = Field(default_factory=Latency)
     seed: int | None = None
 

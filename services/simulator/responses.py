@@ -297,11 +297,16 @@ def _listing_row(seed: int, listing: Listing, metric: str, today: date) -> dict[
 
 
 def listings_section_component(
-    seed: int, account: Account, metric: str, today: date
+    seed: int, account: Account, metric: str, today: date, page_size: int | None = None
 ) -> dict[str, Any]:
+    """The listings table; ``page_size`` cuts it to its first rows (faults.listings_page_size)
+    while ``totalCount`` still counts every listing of the host."""
     rows = [_listing_row(seed, listing, metric, today) for listing in account.listings]
     # "Lowest" is the active sort, so listings without a figure ("-", 0.0) come first.
     rows.sort(key=lambda row: row["metricUnit"]["value"]["doubleValue"])
+    total = len(rows)
+    if page_size is not None:
+        rows = rows[:page_size]
     return {
         "__typename": "porygonPPivotListingsSection",
         "title": "Listing overview",
@@ -325,23 +330,31 @@ def listings_section_component(
         ],
         "tableHeaders": ["Listing name", "Change", "Rate"],
         "tableRows": rows,
-        "totalCount": len(rows),
+        "totalCount": total,
         "resultsCount": len(rows),
         "componentName": "PIVOT_LISTINGS_SECTION",
     }
 
 
 def build_response(
-    seed: int, account: Account, request: GraphQLRequest, today: date, trace_id: str
+    seed: int,
+    account: Account,
+    request: GraphQLRequest,
+    today: date,
+    trace_id: str,
+    *,
+    listings_page_size: int | None = None,
 ) -> dict[str, Any]:
     """The body Airbnb answers ``request`` of ``account`` with, on ``today``.
 
-    ``request.listing_ids`` must already be checked to belong to ``account``.
+    ``request.listing_ids`` must already be checked to belong to ``account``;
+    ``listings_page_size`` cuts a ListingsSectionQuery answer short (see
+    :func:`listings_section_component`).
     """
     if request.relative_ds_start is None or request.relative_ds_end is None:
         metric = request.group_by_values[0] if request.group_by_values else None
         component = listings_section_component(
-            seed, account, metric or LISTINGS_SECTION_METRIC, today
+            seed, account, metric or LISTINGS_SECTION_METRIC, today, listings_page_size
         )
         return envelope(component, trace_id)
     start, end = requested_window(request.relative_ds_start, request.relative_ds_end, today)

@@ -8,8 +8,9 @@ must do. Nothing here touches NATS or PostgreSQL, so every rule is a plain unit 
   can never apply, the chunks for the ledger, and the rows of the chunks the ledger
   says are new, deduped on the table key (one ``INSERT ... ON CONFLICT DO UPDATE``
   cannot touch a row twice; the later message wins, as it would in two batches).
-- :func:`chunk_increments`, :func:`merge_listing_results`, :func:`job_outcome`
-  and :func:`job_error` are the bookkeeping rules of docs/data-path.md.
+- :func:`chunk_increments`, :func:`merge_listing_results`, :func:`job_outcome`,
+  :func:`job_error`, :func:`shortfall_note` and :func:`final_error` are the
+  bookkeeping rules of docs/data-path.md.
 - :func:`rotations` and :func:`rotation_outcome` are the rules for rotated
   credentials (``CredentialsRotated`` on ``airbnb.sync.credentials``): each one is
   tried in message order against the version the one before left, and is
@@ -211,6 +212,9 @@ class ListingTally:
     known: int  # sync_job_listings rows of the job
     committed: int
     failed: int
+    # Airbnb returned fewer listings than it reported (JobEvent.listings_reported): the
+    # ones it left out were never synced, so the job cannot succeed.
+    truncated: bool = False
 
 
 def job_outcome(t: ListingTally) -> Literal["succeeded", "partial", "failed"] | None:
@@ -219,9 +223,25 @@ def job_outcome(t: ListingTally) -> Literal["succeeded", "partial", "failed"] | 
         return None
     if t.known < t.listings_total or t.committed + t.failed < t.known:
         return None
-    if t.failed == 0:
+    if t.failed == 0 and not t.truncated:
         return "succeeded"
     return "failed" if t.committed == 0 else "partial"
+
+
+def shortfall_note(listings_total: int, listings_reported: int | None) -> str | None:
+    """``"7 of 9 listings returned"`` when Airbnb reported more listings than the job has.
+
+    Written as the job's error when it starts (sql.START_JOB) and kept at the head of
+    its final error, so the job says what it is missing while it runs and after.
+    """
+    if listings_reported is None or listings_reported <= listings_total:
+        return None
+    return f"{listings_total} of {listings_reported} listings returned"
+
+
+def final_error(shortfall: str | None, failures: str | None) -> str | None:
+    """The job's final error: the shortfall note, then the failed listings, either or both."""
+    return "; ".join(part for part in (shortfall, failures) if part) or None
 
 
 MAX_NAMED_FAILURES = 5

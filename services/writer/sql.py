@@ -117,10 +117,14 @@ ON CONFLICT (account_id, airbnb_listing_id) DO UPDATE SET
     last_seen_at = now()
 """
 
+# $4: the shortfall note (bookkeeping.shortfall_note) when Airbnb returned fewer listings
+# than it reported, else NULL. It is the job's error from now on: nothing else writes the
+# error of a job that is not final, so TALLY_JOBS reads a running job's error as that note.
+# A redelivered started event without the note keeps the one already there.
 START_JOB = """
 UPDATE airbnb.sync_jobs
 SET status = 'running', started_at = COALESCE(started_at, $2), listings_total = $3,
-    updated_at = now()
+    error = COALESCE($4, error), updated_at = now()
 WHERE job_id = $1 AND status IN ('queued', 'running')
 """
 
@@ -149,7 +153,7 @@ WHERE job_id = ANY($1::uuid[]) AND status = 'pending'
 """
 
 TALLY_JOBS = """
-SELECT j.job_id, j.listings_total,
+SELECT j.job_id, j.listings_total, j.error AS shortfall,
        count(l.airbnb_listing_id) AS known,
        count(*) FILTER (WHERE l.status = 'committed') AS committed,
        count(*) FILTER (WHERE l.status = 'failed') AS failed

@@ -261,7 +261,8 @@ async def _apply_event(
         return
     if event.event == "started":
         total = bookkeeping.listings_total(event)
-        await conn.execute(sql.START_JOB, event.job_id, event.at, total)
+        shortfall = bookkeeping.shortfall_note(total, event.listings_reported)
+        await conn.execute(sql.START_JOB, event.job_id, event.at, total, shortfall)
         if event.listing_ids:
             await conn.execute(sql.ADD_PENDING_LISTINGS, event.job_id, event.listing_ids)
         if job.status != "running":
@@ -271,7 +272,7 @@ async def _apply_event(
                     event.job_id,
                     job.account_id,
                     "running",
-                    f"{total} listings",
+                    f"{total} listings" + (f" ({shortfall})" if shortfall else ""),
                     {"listings_total": total},
                 )
             )
@@ -335,19 +336,25 @@ async def _complete(
     await conn.execute(sql.PROMOTE_LISTINGS, job_ids)
     for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
         job_id: uuid.UUID = r["job_id"]
+        shortfall: str | None = r["shortfall"]
         tally = bookkeeping.ListingTally(
-            r["listings_total"], r["known"], r["committed"], r["failed"]
+            r["listings_total"],
+            r["known"],
+            r["committed"],
+            r["failed"],
+            truncated=shortfall is not None,
         )
         outcome = bookkeeping.job_outcome(tally)
         if outcome is None:
             await conn.execute(sql.UPDATE_JOB_PROGRESS, job_id, tally.committed, tally.failed)
             continue
-        error: str | None = None
+        failures: str | None = None
         if tally.failed:
             failed = await conn.fetch(sql.FAILED_LISTINGS, job_id, bookkeeping.MAX_NAMED_FAILURES)
-            error = bookkeeping.job_error(
+            failures = bookkeeping.job_error(
                 [(f["airbnb_listing_id"], f["error"]) for f in failed], tally.failed, tally.known
             )
+        error = bookkeeping.final_error(shortfall, failures)
         await conn.execute(sql.FINISH_JOB, job_id, outcome, tally.committed, tally.failed, error)
         account_id = jobs[job_id].account_id
         if bookkeeping.advances_last_sync(outcome):

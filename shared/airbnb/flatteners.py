@@ -209,8 +209,40 @@ def _metric_value_walked(unit: Any, at: _Path) -> MetricValue:
     return (metric, value, value_string, change, unit.get("valueChangeString"))
 
 
+@dataclass(frozen=True, slots=True)
+class ListingsPage:
+    """A ListingsSectionQuery answer: its ``tableRows`` as listings, and Airbnb's two counts.
+
+    ``total_count`` is how many listings Airbnb says the host has, ``results_count`` how
+    many it says this answer holds (7 and 7 in the capture). Either is None when the
+    answer leaves it out or null: the listings are still usable, only the check that
+    none is missing cannot be made.
+    """
+
+    listings: list[Listing]
+    total_count: int | None
+    results_count: int | None
+
+
+def _count(component: dict[str, Any], key: str, at: _Path) -> int | None:
+    """An optional plain-integer count; present but not an integer is malformed."""
+    value = component.get(key)
+    if value is None:
+        return None
+    # Exact type: a bool is an int to Python, and a float count would be a new format.
+    if type(value) is not int or value < 0:
+        _fail((at, key), f"expected a count, got {value!r}")
+    return value
+
+
 def flatten_listings(resp: Any) -> list[Listing]:
     """The listings of a ListingsSectionQuery response, from its ``tableRows``."""
+    return flatten_listings_page(resp).listings
+
+
+def flatten_listings_page(resp: Any) -> ListingsPage:
+    """The listings of a ListingsSectionQuery response with its ``totalCount`` and
+    ``resultsCount``, so the caller can tell a complete answer from a cut one."""
     component, at = _component(resp)
     rows = _array(component, "tableRows", at)
     rows_at: _Path = (at, "tableRows")
@@ -227,7 +259,9 @@ def flatten_listings(resp: Any) -> list[Listing]:
                 _field(row, "listingName", row_at),
             )
         )
-    return listings
+    return ListingsPage(
+        listings, _count(component, "totalCount", at), _count(component, "resultsCount", at)
+    )
 
 
 def _diagnose_point(point: Any, at: _Path) -> NoReturn:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import nats
 import pytest
@@ -30,6 +31,7 @@ from tests.infra import (
     NatsServer,
     PostgresServer,
     ServiceLauncher,
+    ServiceProcess,
     create_database,
     drop_database,
     new_database_name,
@@ -452,6 +454,57 @@ async def test_one_malformed_listing_is_partial_and_an_expired_session_is_failed
         )
         == 0
     )
+
+
+async def fetcher_counter(proc: ServiceProcess, name: str) -> float:
+    """A label-less counter on the fetcher's /metrics (0 when it was never touched)."""
+    base = proc.wait_for_log(r"ready, listening on (http://[\d.]+:\d+)").group(1)
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    m = re.search(rf"^{re.escape(name)} ([\d.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def test_listings_cut_short_by_airbnb_make_the_job_partial_named_and_counted(
+    infra: Infra, db: asyncpg.Connection
+) -> None:
+    """ListingsSectionQuery answers 2 rows with totalCount 3 (it takes no paging argument,
+    docs/data-path.md): the two are synced in full, the job says what it is missing."""
+    stack = infra.stack()
+    sim = await stack.start_simulator(
+        accounts=1, listings=3, seed=SEED, faults={"listings_page_size": 2}
+    )
+    (account,) = sim.accounts
+    account_id = account["account_id"]
+    await stack.register(db, sim.accounts)
+    stack.start("writer")
+    fetcher = stack.start("fetcher")
+    stack.start("scheduler")
+    (job,) = await wait_for_jobs(db, [account_id], scrape_day=TODAY)
+
+    assert job["status"] == "partial"
+    assert job["error"] == "2 of 3 listings returned"
+    assert (job["listings_total"], job["listings_succeeded"], job["listings_failed"]) == (2, 2, 0)
+    listings = await db.fetch(
+        "SELECT airbnb_listing_id, status FROM airbnb.sync_job_listings WHERE job_id = $1",
+        job["job_id"],
+    )
+    assert [r["status"] for r in listings] == ["committed", "committed"]
+    returned = {r["airbnb_listing_id"] for r in listings}
+    left_out = set(listing_ids(account)) - returned
+    assert len(left_out) == 1
+    # Every row of the two returned listings, and none of the one Airbnb left out.
+    window = sync_window(TODAY, first_run=True)
+    await assert_rows_as_simulated(
+        db, sim, [account], TODAY, window, skip_listings=frozenset(left_out)
+    )
+    counts = await sim.requests(account_id)
+    assert set(counts["listings"]) == returned
+    # A partial job still moves last_sync_at (invariant 3): something was synced.
+    assert await db.fetchval(
+        "SELECT last_sync_at IS NOT NULL FROM airbnb.accounts WHERE account_id = $1", account_id
+    )
+    assert await fetcher_counter(fetcher, "sync_airbnb_listings_truncated_total") == 1.0
 
 
 async def test_three_fetchers_share_thirty_accounts(infra: Infra, db: asyncpg.Connection) -> None:

@@ -389,6 +389,33 @@ async def test_a_failed_listing_makes_the_job_partial(
     )
 
 
+async def test_listings_airbnb_left_out_make_the_job_partial_from_its_start(
+    launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    start_writer(launcher)
+    js = nc.jetstream()
+    account_id, job_id = await new_job(db)
+    messages, _ = sync_messages(account_id, job_id, failed_listing="L-b")
+    started, rest = messages[0], messages[1:]
+    assert isinstance(started, JobEvent)
+    # Airbnb said the host has 5 listings and returned these 2.
+    await wait_consumed(
+        js, await publish_all(js, [started.model_copy(update={"listings_reported": 5})])
+    )
+    job = await job_row(db, job_id)
+    assert (job["status"], job["error"]) == ("running", "2 of 5 listings returned")
+
+    # A redelivered start without the count (past JetStream's duplicate window) keeps it.
+    await publish_all(js, [started], with_ids=False)
+    await publish_all(js, rest)
+    job = await wait_job_final(db, job_id)
+    assert job["status"] == "partial"
+    assert job["error"] == (
+        "2 of 5 listings returned; 1 of 2 listings failed: L-b (malformed ChartQuery response)"
+    )
+    assert (job["listings_succeeded"], job["listings_failed"]) == (1, 1)
+
+
 async def test_auth_failure_fails_the_job_and_marks_the_account(
     launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection
 ) -> None:

@@ -31,9 +31,9 @@ from services.simulator.data import (
 )
 from services.simulator.protocol import parse_request
 from services.simulator.responses import build_response, malformed_component
-from shared.airbnb.flatteners import Listing
-from shared.airbnb.operations import CHART, LIST_OF_METRICS
-from shared.airbnb.payloads import PlannedRequest, plan_listing_requests
+from shared.airbnb.flatteners import Listing, ListingsPage, flatten_listings_page
+from shared.airbnb.operations import CHART, LIST_OF_METRICS, LISTINGS_SECTION
+from shared.airbnb.payloads import PlannedRequest, listings_section_payload, plan_listing_requests
 from shared.airbnb.pivots import Row, scrape_time
 from shared.airbnb.windows import DateRange, sync_window
 from shared.messages import RowBatch, decode, encode
@@ -298,7 +298,51 @@ def test_listings_round_trip_and_deduplicate() -> None:
     listings = [Listing("1", "a", "A"), Listing("2", None, None), Listing("1", "dup", "dup")]
     unique = announced.unique_listings(listings)
     assert unique == listings[:2]
-    assert announced.decode_listings(announced.encode_listings(unique)) == unique
+    assert announced.decode_listings(announced.encode_listings(unique)) == (unique, None)
+    # The common value stays the plain array the fetcher before this one wrote and reads.
+    assert orjson.loads(announced.encode_listings(unique))[0]["listing_id"] == "1"
+    kept = announced.decode_listings(announced.encode_listings(unique, 9))
+    assert kept == announced.Announced(unique, 9)
+
+
+def _listings_answer(page_size: int | None) -> dict[str, Any]:
+    body = orjson.dumps(listings_section_payload())
+    parsed = parse_request(LISTINGS_SECTION.operation_name, body)
+    return build_response(SEED, ACCOUNT, parsed, TODAY, "trace", listings_page_size=page_size)
+
+
+def test_a_complete_listings_answer_reports_nothing_missing() -> None:
+    page = flatten_listings_page(_listings_answer(None))
+    assert (len(page.listings), page.total_count, page.results_count) == (3, 3, 3)
+    assert pipeline.listings_reported(page) is None
+
+
+@pytest.mark.parametrize("page_size", [0, 1, 2])
+def test_the_simulator_can_cut_the_listings_short_and_the_fetcher_sees_it(page_size: int) -> None:
+    page = flatten_listings_page(_listings_answer(page_size))
+    assert (len(page.listings), page.total_count, page.results_count) == (page_size, 3, page_size)
+    # The first rows of the full answer, in its order (the active sort).
+    full = flatten_listings_page(_listings_answer(None)).listings
+    assert page.listings == full[:page_size]
+    assert pipeline.listings_reported(page) == 3
+
+
+@pytest.mark.parametrize(
+    ("total", "results", "reported"),
+    [
+        (2, 2, None),  # all there
+        (None, None, None),  # no count: nothing to compare with
+        (5, 2, 5),  # more exist than were returned
+        (None, 4, 4),  # the answer claims rows it does not carry
+        (2, None, None),
+        (1, 1, None),  # fewer claimed than carried: nothing missing
+    ],
+)
+def test_listings_reported_is_the_larger_count_when_it_exceeds_the_rows(
+    total: int | None, results: int | None, reported: int | None
+) -> None:
+    page = ListingsPage([Listing("1", None, None), Listing("2", None, None)], total, results)
+    assert pipeline.listings_reported(page) == reported
 
 
 def test_retry_delay_backs_off_and_is_capped() -> None:

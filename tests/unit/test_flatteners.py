@@ -15,8 +15,10 @@ from shared.airbnb.errors import MalformedResponseError
 from shared.airbnb.flatteners import (
     ChartPoint,
     Listing,
+    ListingsPage,
     flatten_chart_points,
     flatten_listings,
+    flatten_listings_page,
     flatten_metric_units,
 )
 
@@ -82,6 +84,32 @@ def test_listings_from_the_capture(capture: Callable[[str], Any]) -> None:
     assert listings == [Listing(r["id"], r["internalName"], r["listingName"]) for r in rows]
     assert all(listing.listing_id.isdigit() for listing in listings)
     assert len({listing.listing_id for listing in listings}) == 7
+
+
+def test_the_capture_reports_as_many_listings_as_it_returns(
+    capture: Callable[[str], Any],
+) -> None:
+    page = flatten_listings_page(capture("ListingsSectionQuery"))
+    assert (len(page.listings), page.total_count, page.results_count) == (7, 7, 7)
+    assert page.listings == flatten_listings(capture("ListingsSectionQuery"))
+
+
+def test_listing_counts_are_read_and_may_be_absent_or_null() -> None:
+    row = {"id": "1", "internalName": "a", "listingName": "A"}
+    cut = flatten_listings_page(_response({"tableRows": [row], "totalCount": 9, "resultsCount": 1}))
+    assert cut == ListingsPage([Listing("1", "a", "A")], 9, 1)
+    bare = flatten_listings_page(_response({"tableRows": [row]}))
+    assert (bare.total_count, bare.results_count) == (None, None)
+    null = flatten_listings_page(_response({"tableRows": [], "totalCount": None}))
+    assert null == ListingsPage([], None, None)
+
+
+@pytest.mark.parametrize("bad", ["7", 7.0, True, -1, {"longValue": "7"}])
+def test_a_count_that_is_not_a_plain_integer_names_the_path(bad: Any) -> None:
+    with pytest.raises(MalformedResponseError) as err:
+        flatten_listings_page(_response({"tableRows": [], "resultsCount": 0, "totalCount": bad}))
+    assert err.value.path == f"{COMPONENT}.totalCount"
+    assert repr(bad) in err.value.detail
 
 
 def test_p3_impressions_chart_points(capture: Callable[[str], Any]) -> None:

@@ -99,6 +99,16 @@ SAMPLES: list[Message] = [
         payload="e30=",
         at=UTC_NOW,
     ),
+    # Appended, not inserted: some tests pick samples by index.
+    JobEvent(
+        job_id=JOB,
+        account_id="42",
+        event="started",
+        listings_total=2,
+        listing_ids=["7", "8"],
+        listings_reported=9,
+        at=UTC_NOW,
+    ),
 ]
 
 

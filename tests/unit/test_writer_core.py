@@ -397,6 +397,12 @@ def test_rotation_sql_checks_the_version_and_leaves_the_mark() -> None:
         (bookkeeping.ListingTally(3, 3, 2, 1), "partial"),
         (bookkeeping.ListingTally(3, 3, 0, 3), "failed"),
         (bookkeeping.ListingTally(0, 0, 0, 0), "succeeded"),  # an account without listings
+        # Airbnb returned fewer listings than it reported: never a success.
+        (bookkeeping.ListingTally(3, 3, 3, 0, truncated=True), "partial"),
+        (bookkeeping.ListingTally(3, 3, 2, 1, truncated=True), "partial"),
+        (bookkeeping.ListingTally(3, 3, 0, 3, truncated=True), "failed"),
+        (bookkeeping.ListingTally(0, 0, 0, 0, truncated=True), "failed"),  # none returned
+        (bookkeeping.ListingTally(3, 3, 2, 0, truncated=True), None),  # still pending
     ],
 )
 def test_job_outcome(tally: bookkeeping.ListingTally, outcome: str | None) -> None:
@@ -408,6 +414,25 @@ def test_job_error_names_the_failed_listings() -> None:
         "2 of 5 listings failed: 111 (timeout); 222 (no reason given)"
     )
     assert bookkeeping.job_error([("111", "x")], 4, 9).endswith("; and 3 more")
+
+
+def test_shortfall_note_and_final_error() -> None:
+    assert bookkeeping.shortfall_note(7, 9) == "7 of 9 listings returned"
+    assert bookkeeping.shortfall_note(7, 7) is None
+    assert bookkeeping.shortfall_note(7, None) is None
+    assert bookkeeping.shortfall_note(7, 5) is None  # fewer reported than kept: none missing
+    failures = bookkeeping.job_error([("111", "timeout")], 1, 7)
+    assert bookkeeping.final_error("7 of 9 listings returned", failures) == (
+        "7 of 9 listings returned; 1 of 7 listings failed: 111 (timeout)"
+    )
+    assert bookkeeping.final_error("7 of 9 listings returned", None) == "7 of 9 listings returned"
+    assert bookkeeping.final_error(None, failures) == failures
+    assert bookkeeping.final_error(None, None) is None
+
+
+def test_the_shortfall_note_is_kept_by_a_redelivered_start_and_read_at_completion() -> None:
+    assert "error = COALESCE($4, error)" in sql.START_JOB
+    assert "j.error AS shortfall" in sql.TALLY_JOBS
 
 
 def test_only_jobs_that_synced_something_advance_last_sync() -> None:
