@@ -6,12 +6,16 @@ Three background workers share the process:
   replicas share them); every request gets a reply, a job id or an error.
 * ``accounts``: the durable ``scheduler-accounts`` consumer; an account that appears
   (created, restored, credentials changed, reactivated) gets its backfill at once.
-* ``schedule``: at start, re-publishes jobs still queued and backfills accounts that
-  never synced and have no job; then fans out the daily run at ``SCHEDULE_CRON`` (UTC).
+* ``schedule``: at start, ends the queued jobs of accounts that may no longer be
+  synced, re-publishes the other queued jobs and backfills accounts that never synced
+  and have no job; then tries for the lead (``leader.py``). The leader alone runs the
+  daily fan-out at ``SCHEDULE_CRON`` (UTC), and at once if today's time has passed
+  with no run recorded (``airbnb.scheduler_runs``), or a run was left unfinished.
 
-Any number of schedulers may run at once: job rows are unique by dedup key and
-requests carry it as ``Nats-Msg-Id``, so each account gets one job and one message
-per scrape day and kind.
+Any number of schedulers may run at once: every replica answers triggers and account
+events, one leads the daily run, and a standby takes the lead when it goes. Job rows
+are unique by dedup key and requests carry it as ``Nats-Msg-Id``, so each account
+gets one job and one message per scrape day and kind even when a run is resumed.
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ import logging
 import time
 from collections.abc import Sequence
 
-import aiocron
+import asyncpg
 from aiohttp import web
 from cronsim import CronSim
 from nats.aio.msg import Msg
 
-from services.scheduler import fanout, triggers
-from services.scheduler.plan import event_wants_backfill
+from services.scheduler import fanout, leader, store, triggers
+from services.scheduler.plan import (
+    DailyRun,
+    event_wants_backfill,
+    run_is_due,
+    seconds_to_next_fire,
+    todays_run_time,
+)
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import account as read_account
 from shared import topology
@@ -58,6 +68,14 @@ TRIGGER_QUEUE = "scheduler"
 EVENTS_BATCH = 64
 # Redelivery delay of an account event whose handling failed (PostgreSQL away...).
 EVENT_RETRY_DELAY_S = 5.0
+# A daily run that failed (PostgreSQL away) or left requests unpublished is resumed
+# along this curve, for as long as this replica leads.
+RUN_RETRY_BASE_S = 5.0
+RUN_RETRY_CAP_S = 300.0
+# The leader looks at the clock and the day's run at least this often, whatever the cron.
+LOOK_AGAIN_S = 60.0
+# A run begun this long after its time is a catch-up (a scheduler down at its time).
+CATCH_UP_AFTER = dt.timedelta(seconds=60)
 
 
 # --- manual triggers ----------------------------------------------------------------------
@@ -216,65 +234,168 @@ async def reconcile_at_start(app: web.Application, stopping: asyncio.Event) -> N
     )
 
 
+def next_fire(expr: str) -> dt.datetime:
+    return next(CronSim(expr, dt.datetime.now(dt.UTC)))
+
+
+class RunIncomplete(Exception):
+    """The daily run created its jobs but some requests are not published yet."""
+
+
 async def daily_run(app: web.Application) -> None:
+    """The day's fan-out, once; raises if it failed or is incomplete (retried, resumed)."""
+    settings = app[SETTINGS]
     started = time.monotonic()
-    try:
-        report = await fanout.run_daily(app[DB_POOL], app[NATS], app[SETTINGS])
-    except Exception:
-        log.exception("scheduled run failed; the next run (or a restart) catches up")
+    report = await fanout.run_daily(
+        app[DB_POOL], app[NATS], settings, leader=settings.scheduler_name
+    )
+    if report is None:
+        log.info("the daily run of %s is already done", settings.today())
         return
     log.info(
         "scheduled run done: %d account(s), %d job(s) created, %d request(s) published, "
-        "%d already published, %d failed, in %.2fs",
+        "%d already published, %d failed, in %.2fs (leader %s)",
         report.planned,
         report.created,
         report.publish.published,
         report.publish.duplicates,
         len(report.publish.failed),
         time.monotonic() - started,
+        settings.scheduler_name,
         extra={
             "accounts": report.planned,
             "jobs_created": report.created,
             "published": report.publish.published,
             "duplicates": report.publish.duplicates,
             "publish_failed": len(report.publish.failed),
+            "leader": settings.scheduler_name,
         },
     )
+    if report.publish.failed:
+        raise RunIncomplete(f"{len(report.publish.failed)} sync request(s) not published")
 
 
-def next_fire(expr: str) -> dt.datetime:
-    return next(CronSim(expr, dt.datetime.now(dt.UTC)))
+def not_due_because(
+    settings: SchedulerSettings, today: dt.date, now: dt.datetime, run: DailyRun | None
+) -> str:
+    if run is not None:
+        finished = run.finished_at.isoformat() if run.finished_at else "?"
+        return f"the daily run of {today} is done (by {run.leader}, finished at {finished})"
+    due_at = todays_run_time(settings.schedule_cron, now)
+    if due_at is not None:
+        return f"the daily run of {today} is due at {due_at:%H:%M:%S} UTC"
+    return f"no daily run today: {settings.schedule_cron!r} does not fire on {now:%Y-%m-%d}"
+
+
+async def run_if_due(app: web.Application, *, report_state: bool = False) -> None:
+    """Run (or resume) today's fan-out if it is due now: see :func:`plan.run_is_due`.
+
+    ``report_state``: when nothing is due, say why (once, on taking the lead).
+    """
+    settings = app[SETTINGS]
+    now = dt.datetime.now(dt.UTC)
+    today = settings.today()
+    async with app[DB_POOL].acquire() as conn:
+        run = await store.daily_run(conn, today)
+    due_at = todays_run_time(settings.schedule_cron, now)
+    if not run_is_due(settings.schedule_cron, now, run):
+        if report_state:
+            log.info("%s", not_due_because(settings, today, now, run))
+        return
+    if run is None and due_at is not None and now - due_at > CATCH_UP_AFTER:
+        log.info(
+            "catching up: the daily run of %s was due at %s UTC and has not happened; "
+            "running it now",
+            today,
+            due_at.strftime("%H:%M:%S"),
+            extra={"scrape_day": today.isoformat()},
+        )
+    await daily_run(app)
+
+
+async def run_daily_runs(app: web.Application, stopping: asyncio.Event) -> None:
+    """The leader's loop: run the day when it is due, then sleep to the next fire."""
+    settings = app[SETTINGS]
+
+    first = True
+
+    async def attempt() -> None:
+        nonlocal first
+        await run_if_due(app, report_state=first)
+        first = False
+
+    def report_failure(exc: BaseException, delay: float) -> None:
+        log.error("scheduled run failed or is incomplete; resumed in %.0fs", delay, exc_info=exc)
+
+    while not stopping.is_set():
+        try:
+            await retry_until(
+                attempt,
+                base_s=RUN_RETRY_BASE_S,
+                cap_s=RUN_RETRY_CAP_S,
+                stop=stopping,
+                on_retry=report_failure,
+            )
+        except RetryStopped:
+            return
+        delay = seconds_to_next_fire(
+            settings.schedule_cron, dt.datetime.now(dt.UTC), cap_s=LOOK_AGAIN_S
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+
+
+async def lead(app: web.Application, conn: asyncpg.Connection, stopping: asyncio.Event) -> None:
+    """Run the daily runs while this scheduler holds the lead (``conn``'s lock)."""
+    settings = app[SETTINGS]
+    runs = asyncio.create_task(run_daily_runs(app, stopping), name="daily-runs")
+    watch = asyncio.create_task(leader.watch_lead(conn, settings, stopping), name="lead-watch")
+    try:
+        await asyncio.wait({runs, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if runs.done():
+            runs.result()  # it returns only once stopping is set; a bug propagates
+            return
+        if stopping.is_set():
+            # Jobs inserted but not yet published stay queued, the run unfinished: the
+            # next start re-publishes them, the next leader resumes the run.
+            await asyncio.wait({runs}, timeout=settings.shutdown_timeout_s / 4)
+        else:
+            log.warning(
+                "scheduler %s no longer leads; a run in progress stops here and the next "
+                "leader resumes it",
+                settings.scheduler_name,
+            )
+    finally:
+        for task in (runs, watch):
+            task.cancel()
+        await asyncio.gather(runs, watch, return_exceptions=True)
 
 
 async def schedule_worker(app: web.Application, stopping: asyncio.Event) -> None:
+    """Start-up reconciliation on every replica; then the daily run, by the leader only."""
     settings = app[SETTINGS]
     await reconcile_at_start(app, stopping)
     if stopping.is_set():
         return
-    current: asyncio.Task[None] | None = None
-
-    def fire() -> None:
-        nonlocal current
-        if current is not None and not current.done():
-            # A fan-out that outlasts the interval: the next tick would only redo it.
-            log.warning("scheduled run still in progress; this tick is skipped")
-            return
-        current = asyncio.create_task(daily_run(app), name="scheduled-run")
-
-    cron = aiocron.crontab(settings.schedule_cron, func=fire, start=True, tz=dt.UTC)
     log.info(
         "schedule %r (UTC); next run at %s",
         settings.schedule_cron,
         next_fire(settings.schedule_cron).isoformat(),
     )
-    try:
-        await stopping.wait()
-    finally:
-        cron.stop()
-        if current is not None and not current.done():
-            # Jobs inserted but not yet published stay queued: the next start publishes them.
-            await asyncio.wait({current}, timeout=app[SETTINGS].shutdown_timeout_s / 4)
-            current.cancel()
+    while not stopping.is_set():
+        try:
+            conn = await leader.take_lead(settings, stopping)
+        except RetryStopped:
+            return
+        try:
+            log.info(
+                "scheduler %s leads the daily run",
+                settings.scheduler_name,
+                extra={"leader": settings.scheduler_name},
+            )
+            await lead(app, conn, stopping)
+        finally:
+            await leader.release(conn)
 
 
 # --- the service --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from services.scheduler.plan import (
     chunked,
     in_key_order,
     plan_jobs,
+    unschedulable_reason,
 )
 from services.scheduler.publisher import PublishReport, RequestPublisher
 from services.scheduler.settings import SchedulerSettings
@@ -115,11 +116,11 @@ async def _fan_out(
     settings: SchedulerSettings,
     accounts: Sequence[Account],
     *,
+    today: dt.date,
     trigger: SyncTriggerSource,
     full: bool = False,
 ) -> FanOutReport:
-    """Plan and emit one job per account for today's scrape day."""
-    today = settings.today()
+    """Plan and emit one job per account for the scrape day ``today``."""
     windows = Windows.for_day(today, settings.window_settings())
     now = dt.datetime.now(dt.UTC)
     ordered = in_key_order(accounts, scrape_day=today, full=full)
@@ -135,26 +136,75 @@ async def _fan_out(
 
 
 async def run_daily(
-    pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings
-) -> FanOutReport:
-    """The cron's job: one sync request per schedulable account for today's scrape day."""
+    pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings, *, leader: str | None = None
+) -> FanOutReport | None:
+    """The leader's daily run: one sync request per schedulable account for today's
+    scrape day; None when the day's run already finished (it is never repeated).
+
+    The run is recorded (``scheduler_runs``) before its first job, and finished only
+    once every request is published. A run left unfinished (a leader killed mid-way,
+    a publish that failed) is run again by the next attempt or leader: the dedup keys
+    make that harmless, every account still gets exactly one job and one request.
+    """
+    today = settings.today()
+    async with pool.acquire() as conn:
+        run = await store.begin_daily_run(conn, today, leader or settings.scheduler_name)
+        if run is None:
+            return None
+        if run.attempts > 1:
+            log.warning(
+                "resuming the daily run of %s, begun at %s and not finished (attempt %d)",
+                today,
+                run.started_at.isoformat(),
+                run.attempts,
+                extra={"scrape_day": today.isoformat(), "attempt": run.attempts},
+            )
+    await end_unschedulable_queued(pool)
     async with pool.acquire() as conn:
         accounts = await store.schedulable_accounts(conn)
-    return await _fan_out(pool, nc, settings, accounts, trigger="schedule")
+    report = await _fan_out(pool, nc, settings, accounts, today=today, trigger="schedule")
+    if not report.publish.failed:
+        async with pool.acquire() as conn:
+            await store.finish_daily_run(
+                conn, today, accounts=report.planned, jobs_created=report.created
+            )
+    return report
+
+
+async def end_unschedulable_queued(pool: asyncpg.Pool) -> int:
+    """End the queued jobs of accounts that may no longer be synced (deleted,
+    deactivated, credentials rejected): ``failed``, their reason as the error.
+
+    They would otherwise wait forever: no start re-publishes them and no fetcher
+    would be right to run them.
+    """
+    async with pool.acquire() as conn:
+        found = await store.unschedulable_queued(conn)
+        ended = [
+            (job_id, unschedulable_reason(acct) or "account unschedulable")
+            for job_id, acct in found
+        ]
+        n = await store.end_queued_jobs(conn, ended)
+    if n:
+        JOBS.labels(status="failed").inc(n)
+        reasons = sorted({reason for _, reason in ended})
+        log.warning(
+            "%d queued job(s) ended failed: their account may no longer be synced (%s)",
+            n,
+            ", ".join(reasons),
+            extra={"jobs_ended": n},
+        )
+    return n
 
 
 async def republish_queued(
     pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings
 ) -> PublishReport:
-    """At start: publish again every job still queued (a crash between INSERT and publish)."""
+    """At start: end the queued jobs that can never run, then publish again every job
+    still queued (a crash between INSERT and publish)."""
+    await end_unschedulable_queued(pool)
     async with pool.acquire() as conn:
         plans = await store.queued_jobs(conn)
-        skipped = await store.count_unschedulable_queued(conn)
-    if skipped:
-        log.warning(
-            "%d queued job(s) belong to accounts that may no longer be synced; not re-published",
-            skipped,
-        )
     async with RequestPublisher(nc, timeout_s=settings.scheduler_publish_timeout_s) as publisher:
         await publisher.submit(plans)
         report = await publisher.finish()
@@ -174,4 +224,6 @@ async def backfill_missed(
     """At start: the first-run backfill of accounts that never synced and have no job."""
     async with pool.acquire() as conn:
         accounts = await store.accounts_awaiting_backfill(conn)
-    return await _fan_out(pool, nc, settings, accounts, trigger="startup", full=True)
+    return await _fan_out(
+        pool, nc, settings, accounts, today=settings.today(), trigger="startup", full=True
+    )

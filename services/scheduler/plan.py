@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cronsim import CronSim
+
 from shared.airbnb.windows import DateRange, WindowSettings, sync_window
 from shared.messages import (
     AccountEvent,
@@ -330,3 +332,67 @@ def sync_request(plan: JobPlan) -> SyncRequest:
 def chunked(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+# --- the daily run: when it is due, and the one leader that runs it ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRun:
+    """A row of ``airbnb.scheduler_runs``: the daily run of one scrape day, begun or done."""
+
+    scrape_day: dt.date
+    leader: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    attempts: int = 1
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+def todays_run_time(cron: str, now: dt.datetime) -> dt.datetime | None:
+    """When ``cron`` (UTC) fires first on ``now``'s date, or None if not that day."""
+    midnight = dt.datetime.combine(now.date(), dt.time(0), dt.UTC)
+    # CronSim yields the fires strictly after its start: one microsecond before midnight
+    # lets a cron that fires at 00:00:00 count for this day.
+    first = next(CronSim(cron, midnight - dt.timedelta(microseconds=1)), None)
+    return first if first is not None and first.date() == now.date() else None
+
+
+def run_is_due(cron: str, now: dt.datetime, run: DailyRun | None) -> bool:
+    """Whether the leader must run (or resume) the day's fan-out now.
+
+    A run that finished is never repeated; one that began and never finished (its
+    leader died mid-fan-out) is resumed at once, whatever the time; with no run yet,
+    it is due once the day's scheduled time has passed, so a scheduler that was down
+    at 05:00 and starts at 09:00 catches up, and one that starts at 04:00 waits.
+    """
+    if run is not None:
+        return not run.finished
+    at = todays_run_time(cron, now)
+    return at is not None and at <= now
+
+
+def seconds_to_next_fire(cron: str, now: dt.datetime, *, cap_s: float) -> float:
+    """How long the leader sleeps before it looks again: until the next fire, at most
+    ``cap_s`` (so a wall clock that jumps is noticed within that)."""
+    fire = next(CronSim(cron, now), None)
+    if fire is None:
+        return cap_s
+    return max(0.0, min(cap_s, (fire - now).total_seconds()))
+
+
+def unschedulable_reason(account: Account) -> str | None:
+    """Why a queued job of ``account`` can never run, as its ``sync_jobs.error``.
+
+    Same order as :func:`refusal`: deleted wins over inactive, credentials come last.
+    """
+    if account.deleted:
+        return "account deleted"
+    if not account.is_active:
+        return "account inactive"
+    if account.credentials_invalid:
+        return "credentials invalid"
+    return None

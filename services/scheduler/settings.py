@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 
 from cronsim import CronSim, CronSimError
 from pydantic import Field, field_validator
@@ -17,11 +19,10 @@ from shared.settings import (
 
 
 def validate_cron(expr: str) -> str:
-    """Raise ValueError unless ``expr`` is a cron expression aiocron can schedule.
+    """Raise ValueError unless ``expr`` is a cron expression the scheduler can follow.
 
-    aiocron parses lazily (on the first tick, inside the event loop), so a typo would
-    surface only at the first run; cronsim is the parser aiocron uses, so asking it
-    for one tick here is exactly the check aiocron would make later.
+    The leader's loop asks cronsim for the next fire only when it first sleeps, so a
+    typo would surface late and in the leader alone; one tick here is the same check.
     """
     try:
         next(CronSim(expr, dt.datetime.now(dt.UTC)))
@@ -44,6 +45,22 @@ class SchedulerSettings(DatabaseSettings, NatsSettings, HttpListenerSettings, Wi
     # How long to wait for JetStream to acknowledge the publishes of one fan-out.
     scheduler_publish_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias="SCHEDULER_PUBLISH_TIMEOUT_S"
+    )
+
+    # Logged by the leader and kept in airbnb.scheduler_runs: which replica ran a day.
+    scheduler_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        min_length=1,
+        max_length=200,
+        validation_alias="SCHEDULER_NAME",
+    )
+    # One replica leads the daily run, holding a PostgreSQL advisory lock on a connection
+    # of its own. A standby tries for it every third of this, and the leader checks it
+    # still holds it as often; PostgreSQL ends a leader's session that is silent for
+    # this long (hung, cut off), which frees the lock. A leader killed outright frees
+    # it at once (its connection closes), so a standby leads within a third of this.
+    scheduler_lease_s: float = Field(
+        default=15.0, ge=1, le=600, validation_alias="SCHEDULER_LEASE_S"
     )
 
     @field_validator("schedule_cron")

@@ -7,12 +7,19 @@ one ``INSERT ... SELECT FROM unnest(...)`` per chunk.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
 import asyncpg
 
-from services.scheduler.plan import Account, ExistingJob, JobPlan, plan_from_existing
+from services.scheduler.plan import (
+    Account,
+    DailyRun,
+    ExistingJob,
+    JobPlan,
+    plan_from_existing,
+)
 from shared.db import Conn
 from shared.messages import EncryptedCredentials
 
@@ -185,12 +192,135 @@ async def queued_jobs(conn: Conn) -> list[JobPlan]:
     return [_job_plan(r) for r in rows]
 
 
-async def count_unschedulable_queued(conn: Conn) -> int:
-    return int(
+async def unschedulable_queued(conn: Conn) -> list[tuple[uuid.UUID, Account]]:
+    """Jobs still queued whose account may no longer be synced, with that account."""
+    rows = await conn.fetch(
+        f"""
+        SELECT j.job_id, {_ACCOUNT_COLUMNS}
+        FROM airbnb.sync_jobs j JOIN airbnb.accounts a USING (account_id)
+        WHERE j.status = 'queued' AND NOT ({SCHEDULABLE})
+        ORDER BY j.job_id
+        """
+    )
+    return [(r["job_id"], _account(r)) for r in rows]
+
+
+async def end_queued_jobs(conn: Conn, ended: Sequence[tuple[uuid.UUID, str]]) -> int:
+    """Mark these jobs ``failed`` with their reason; only those still queued change.
+
+    A job a fetcher has started (``running``) is left to the writer, which finishes it;
+    a final one never changes again (docs/data-path.md, writer, 3).
+    """
+    if not ended:
+        return 0
+    done = await conn.fetch(
+        """
+        UPDATE airbnb.sync_jobs j
+        SET status = 'failed', error = u.reason, finished_at = now(), updated_at = now()
+        FROM unnest($1::uuid[], $2::text[]) AS u(job_id, reason)
+        WHERE j.job_id = u.job_id AND j.status = 'queued'
+        RETURNING j.job_id
+        """,
+        [job_id for job_id, _ in ended],
+        [reason for _, reason in ended],
+    )
+    return len(done)
+
+
+# --- the daily run and its leader ---------------------------------------------------------
+
+# The advisory lock the leader holds (pg_try_advisory_lock(int, int)): a pair no other
+# lock of this database uses. Advisory locks are per database, so schedulers of two
+# databases on one server never compete.
+LEAD_LOCK = (0x5A1B, 1)
+
+
+def _daily_run(row: asyncpg.Record) -> DailyRun:
+    return DailyRun(
+        scrape_day=row["scrape_day"],
+        leader=row["leader"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+    )
+
+
+async def try_lead(conn: Conn) -> bool:
+    """Take the lead if no other session holds it; held until this session ends."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *LEAD_LOCK))
+
+
+async def holds_lead(conn: Conn) -> bool:
+    return bool(
         await conn.fetchval(
-            f"""
-            SELECT count(*) FROM airbnb.sync_jobs j JOIN airbnb.accounts a USING (account_id)
-            WHERE j.status = 'queued' AND NOT ({SCHEDULABLE})
             """
+            SELECT EXISTS (
+                SELECT 1 FROM pg_locks
+                WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                  AND classid = $1 AND objid = $2 AND objsubid = 2)
+            """,
+            *LEAD_LOCK,
         )
+    )
+
+
+async def lead_holder(conn: Conn) -> str | None:
+    """The application_name of the session that holds the lead, if one does."""
+    name = await conn.fetchval(
+        """
+        SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2
+          AND l.objsubid = 2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """,
+        *LEAD_LOCK,
+    )
+    return str(name) if name else None
+
+
+async def end_silent_session_after(conn: Conn, seconds: float) -> None:
+    """Have PostgreSQL end this session if it stays idle that long (PostgreSQL 14+)."""
+    await conn.execute(
+        "SELECT set_config('idle_session_timeout', $1, false)", f"{int(seconds * 1000)}ms"
+    )
+
+
+async def daily_run(conn: Conn, scrape_day: dt.date) -> DailyRun | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM airbnb.scheduler_runs WHERE scrape_day = $1", scrape_day
+    )
+    return _daily_run(row) if row else None
+
+
+async def begin_daily_run(conn: Conn, scrape_day: dt.date, leader: str) -> DailyRun | None:
+    """Record that ``leader`` begins (or resumes) the day's run; None if it is done.
+
+    The row is committed before the fan-out creates a job, so a second start finds it.
+    """
+    row = await conn.fetchrow(
+        """
+        INSERT INTO airbnb.scheduler_runs AS r (scrape_day, leader) VALUES ($1, $2)
+        ON CONFLICT (scrape_day) DO UPDATE
+            SET leader = EXCLUDED.leader, attempts = r.attempts + 1
+            WHERE r.finished_at IS NULL
+        RETURNING *
+        """,
+        scrape_day,
+        leader,
+    )
+    return _daily_run(row) if row else None
+
+
+async def finish_daily_run(
+    conn: Conn, scrape_day: dt.date, *, accounts: int, jobs_created: int
+) -> None:
+    await conn.execute(
+        """
+        UPDATE airbnb.scheduler_runs
+        SET finished_at = now(), accounts = $2, jobs_created = jobs_created + $3
+        WHERE scrape_day = $1
+        """,
+        scrape_day,
+        accounts,
+        jobs_created,
     )

@@ -122,8 +122,9 @@ def start_scheduler(launcher: ServiceLauncher, sched_db_url: str) -> Callable[..
                 "SYNC_AIRBNB_TODAY": today.isoformat(),
                 "LOG_LEVEL": "INFO",
                 # Never during a test run unless a test asks: the daily run would take
-                # every account of the database.
-                "SCHEDULE_CRON": "0 0 1 1 *",
+                # every account of the database. Not a time already passed today either,
+                # or the start would catch the day's run up: 23:59 on 31 December.
+                "SCHEDULE_CRON": "59 23 31 12 *",
                 **env,
             },
         )
@@ -449,7 +450,63 @@ async def test_start_up_backfills_new_accounts_and_republishes_queued_jobs(
     assert proc.terminate(timeout=10) == 0
 
 
-async def test_two_schedulers_emit_each_daily_sync_exactly_once(
+async def insert_synced_accounts(
+    conn: asyncpg.Connection, cipher: CredentialCipher, n: int
+) -> list[str]:
+    """``n`` accounts synced before (incremental jobs), in one statement, in key order."""
+    prefix = new_account_id()
+    ids = [f"{prefix}{i:05d}" for i in range(n)]  # one length: id order is key order
+    await conn.execute(
+        """
+        INSERT INTO airbnb.accounts (account_id, credentials_encrypted, x_client_version,
+            user_agent, last_sync_at)
+        SELECT id, $2, 'client-v1', 'test-agent', '2025-07-01' FROM unnest($1::text[]) AS id
+        """,
+        ids,
+        cipher.encrypt("session-cookie-of-many"),
+    )
+    return ids
+
+
+def daily_at(when: dt.datetime) -> str:
+    """A cron (seconds first) that fires every day at ``when``'s time of day."""
+    return f"{when.second} {when.minute} {when.hour} * * *"
+
+
+async def scheduler_run(conn: asyncpg.Connection, day: dt.date) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM airbnb.scheduler_runs WHERE scrape_day = $1", day)
+
+
+async def jobs_by_account(
+    conn: asyncpg.Connection, day: dt.date, accounts: list[str]
+) -> dict[str, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        "SELECT * FROM airbnb.sync_jobs WHERE scrape_day = $1 AND account_id = ANY($2::text[])",
+        day,
+        accounts,
+    )
+    out: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        out.setdefault(r["account_id"], []).append(r)
+    return out
+
+
+async def assert_one_job_and_one_request_each(
+    conn: asyncpg.Connection, js: JetStreamContext, day: dt.date, accounts: list[str]
+) -> None:
+    jobs = await jobs_by_account(conn, day, accounts)
+    assert sorted(jobs) == sorted(accounts)
+    assert {len(v) for v in jobs.values()} == {1}
+    assert {(j["kind"], j["trigger"]) for (j,) in jobs.values()} == {("incremental", "schedule")}
+    msgs = [(m, r) for m, r in await requests_for(js, set(accounts)) if r.scrape_day == day]
+    assert len(msgs) == len({m for m, _ in msgs}) == len(accounts)
+    assert {r.job_id for _, r in msgs} == {j["job_id"] for (j,) in jobs.values()}
+    assert all(
+        m == topology.sync_request_msg_id(f"{r.account_id}:{day}:incremental") for m, r in msgs
+    )
+
+
+async def test_two_schedulers_at_the_run_time_make_one_fan_out_by_the_named_leader(
     start_scheduler: Callable[..., ServiceProcess],
     js: JetStreamContext,
     sdb: asyncpg.Connection,
@@ -463,42 +520,241 @@ async def test_two_schedulers_emit_each_daily_sync_exactly_once(
         await insert_account(sdb, cipher, last_sync_at=synced_at, is_active=False),
         await insert_account(sdb, cipher, last_sync_at=synced_at, deleted=True),
     ]
-    every_2s = {"SCHEDULE_CRON": "*/2 * * * * *"}
-    a, b = start_scheduler(day, **every_2s), start_scheduler(day, **every_2s)
+    # The run time ("05:00") a little after both have started.
+    run_at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=12)
+    env = {"SCHEDULE_CRON": daily_at(run_at), "SCHEDULER_LEASE_S": "3"}
+    a = start_scheduler(day, SCHEDULER_NAME="sched-a", **env)
+    a.wait_for_log(r"scheduler sched-a leads the daily run")
+    b = start_scheduler(day, SCHEDULER_NAME="sched-b", **env)
+    b.wait_for_log(r"scheduler sched-b stands by: sched-a leads the daily run")
 
-    for proc in (a, b):
-        proc.wait_for_log(r"(?s)scheduled run done.*scheduled run done", timeout=20)
+    # The fan-out takes every schedulable account of the module's database: ours among them.
+    a.wait_for_log(r"scheduled run done: \d+ account\(s\)", timeout=40)
+    await asyncio.sleep(3)  # the standby's tries, the leader's next looks
+    assert "scheduled run done" not in b.output()
+    assert "leads the daily run" not in b.output().replace("sched-a leads", "")
+    assert a.output().count("scheduled run done") == 1
+    run = await scheduler_run(sdb, day)
+    assert run is not None and run["finished_at"] is not None
+    assert (run["leader"], run["attempts"]) == ("sched-a", 1)
+    assert run["accounts"] >= len(synced)
+    assert run["started_at"] >= run_at - dt.timedelta(seconds=1)  # at its time, not before
 
-    rows = await sdb.fetch(
-        """
-        SELECT account_id, kind, count(*) AS n FROM airbnb.sync_jobs
-        WHERE scrape_day = $1 AND account_id = ANY($2::text[]) GROUP BY 1, 2
-        """,
-        day,
-        synced + skipped,
-    )
-    assert {(r["account_id"], r["kind"], r["n"]) for r in rows} == {
-        (acc, "incremental", 1) for acc in synced
-    }
+    await assert_one_job_and_one_request_each(sdb, js, day, synced)
+    assert await jobs_by_account(sdb, day, skipped) == {}
     jobs = await sdb.fetch(
         "SELECT * FROM airbnb.sync_jobs WHERE scrape_day = $1 AND account_id = ANY($2::text[])",
         day,
         synced,
     )
-    assert {(j["trigger"], j["window_start"], j["window_end"]) for j in jobs} == {
-        ("schedule", dt.date(2025, 7, 20), dt.date(2025, 9, 6))
+    assert {(j["window_start"], j["window_end"]) for j in jobs} == {
+        (dt.date(2025, 7, 20), dt.date(2025, 9, 6))
     }
-    msgs = await requests_for(js, set(synced + skipped))
-    by_id = {m: r for m, r in msgs if r.scrape_day == day}
-    assert len(by_id) == len([m for m, r in msgs if r.scrape_day == day]) == len(synced)
-    assert {r.job_id for r in by_id.values()} == {j["job_id"] for j in jobs}
-    assert all(
-        m == topology.sync_request_msg_id(f"{r.account_id}:{day}:incremental")
-        for m, r in by_id.items()
-    )
-    # Both processes did run the fan-out; between them each request went out once.
     assert a.terminate(timeout=10) == 0
     assert b.terminate(timeout=10) == 0
+
+
+async def test_kill_9_of_the_leader_mid_fan_out_leaves_every_account_exactly_one_job(
+    start_scheduler: Callable[..., ServiceProcess],
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    sched_db_url: str,
+    cipher: CredentialCipher,
+) -> None:
+    """The leader is killed with ~150 of 300 jobs created and the next chunk's INSERT in
+    PostgreSQL (held there by a row this test has inserted, uncommitted, under the
+    151st key). The standby leads within the lease and resumes the day's run."""
+    day = dt.date(2025, 8, 2)
+    accounts = await insert_synced_accounts(sdb, cipher, 300)
+    lease_s = 6.0
+    env = {
+        "SCHEDULE_CRON": "0 0 * * *",  # midnight UTC: passed, so the run is due at start
+        "SCHEDULER_CHUNK_SIZE": "25",
+        "SCHEDULER_LEASE_S": str(lease_s),
+    }
+    holder = await asyncpg.connect(sched_db_url)
+    blocking = holder.transaction()
+    await blocking.start()
+    try:
+        await holder.execute(
+            """
+            INSERT INTO airbnb.sync_jobs (job_id, account_id, kind, trigger, dedup_key,
+                scrape_day, window_start, window_end)
+            VALUES ($1, $2, 'incremental', 'schedule', $3, $4, $4, $4)
+            """,
+            uuid.uuid4(),
+            accounts[150],
+            f"{accounts[150]}:{day}:incremental",
+            day,
+        )
+        a = start_scheduler(day, SCHEDULER_NAME="sched-a", **env)
+        a.wait_for_log(r"scheduler sched-a leads the daily run")
+
+        async def mid_fan_out() -> bool:
+            # Our accounts are contiguous in key order, but the module's other accounts
+            # shift the chunks: the blocked one holds the 151st and up to 24 before it.
+            made = await sdb.fetchval(
+                "SELECT count(*) FROM airbnb.sync_jobs"
+                " WHERE scrape_day = $1 AND account_id = ANY($2::text[])",
+                day,
+                accounts,
+            )
+            return 126 <= made <= 150 and await blocked_on_a_lock(holder)
+
+        await wait_until(mid_fan_out, within=30, what="the leader mid-fan-out, ~150 jobs in")
+        b = start_scheduler(day, SCHEDULER_NAME="sched-b", **env)
+        b.wait_for_log(r"scheduler sched-b stands by: sched-a leads the daily run")
+
+        killed = time.monotonic()
+        a.kill()
+        await asyncio.to_thread(
+            b.wait_for_log, r"scheduler sched-b leads the daily run", timeout=lease_s * 2
+        )
+        took = time.monotonic() - killed
+        assert took < lease_s, f"the standby took the lead {took:.1f}s after the kill"
+        b.wait_for_log(r"resuming the daily run of 2025-08-02")
+    finally:
+        await blocking.rollback()  # the 151st key is free: the resumed run creates it
+        await holder.close()
+
+    b.wait_for_log(r"scheduled run done", timeout=30)
+    await assert_one_job_and_one_request_each(sdb, js, day, accounts)
+    run = await scheduler_run(sdb, day)
+    assert run is not None and run["finished_at"] is not None
+    assert (run["leader"], run["attempts"]) == ("sched-b", 2)
+    print(f"standby led {took:.2f}s after kill -9 of the leader (lease {lease_s:.0f}s)")
+    assert b.terminate(timeout=10) == 0
+
+
+async def test_a_scheduler_started_after_the_run_time_catches_the_day_up_once(
+    start_scheduler: Callable[..., ServiceProcess],
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    """Down at "05:00", started at "09:00": the day's run at start; a second start: none.
+
+    The run time is midnight UTC here (already passed whenever the test runs), as 05:00
+    is at 09:00; tests/unit/test_scheduler_plan.py has the rule at those very hours.
+    """
+    day = dt.date(2025, 8, 3)
+    synced_at = dt.datetime(2025, 7, 20, tzinfo=dt.UTC)
+    synced = [await insert_account(sdb, cipher, last_sync_at=synced_at) for _ in range(5)]
+    marked = await insert_account(sdb, cipher, last_sync_at=synced_at, marked=True)
+
+    now = dt.datetime.now(dt.UTC)
+    if now.time() < dt.time(23, 58):
+        # A run time later today: the start creates nothing, the cron will.
+        early = start_scheduler(day, SCHEDULE_CRON="59 23 * * *", SCHEDULER_NAME="early")
+        early.wait_for_log(r"the daily run of 2025-08-03 is due at 23:59:00 UTC")
+        assert await jobs_by_account(sdb, day, [*synced, marked]) == {}
+        assert await scheduler_run(sdb, day) is None
+        assert early.terminate(timeout=10) == 0
+
+    late = start_scheduler(day, SCHEDULE_CRON="0 0 * * *", SCHEDULER_NAME="late")
+    late.wait_for_log(r"scheduler late leads the daily run")
+    late.wait_for_log(r"catching up: the daily run of 2025-08-03 was due at 00:00:00 UTC")
+    late.wait_for_log(r"scheduled run done: \d+ account\(s\)")
+    await assert_one_job_and_one_request_each(sdb, js, day, synced)
+    assert await jobs_by_account(sdb, day, [marked]) == {}
+    run = await scheduler_run(sdb, day)
+    assert run is not None and run["finished_at"] is not None
+    assert (run["leader"], run["attempts"]) == ("late", 1)
+    assert run["jobs_created"] >= len(synced)
+    jobs_before = await sdb.fetch("SELECT job_id FROM airbnb.sync_jobs WHERE scrape_day = $1", day)
+    assert late.terminate(timeout=10) == 0
+
+    again = start_scheduler(day, SCHEDULE_CRON="0 0 * * *", SCHEDULER_NAME="again")
+    again.wait_for_log(r"the daily run of 2025-08-03 is done \(by late, finished at")
+    assert "scheduled run done" not in again.output()
+    jobs_after = await sdb.fetch("SELECT job_id FROM airbnb.sync_jobs WHERE scrape_day = $1", day)
+    assert {r["job_id"] for r in jobs_after} == {r["job_id"] for r in jobs_before}
+    assert await scheduler_run(sdb, day) == run
+    await assert_one_job_and_one_request_each(sdb, js, day, synced)
+    assert again.terminate(timeout=10) == 0
+
+
+async def test_queued_jobs_of_unschedulable_accounts_end_failed_with_the_reason(
+    start_scheduler: Callable[..., ServiceProcess],
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    day = dt.date(2025, 8, 4)
+    synced_at = dt.datetime(2025, 7, 20, tzinfo=dt.UTC)
+    deleted = await insert_account(sdb, cipher, last_sync_at=synced_at, deleted=True)
+    inactive = await insert_account(sdb, cipher, last_sync_at=synced_at, is_active=False)
+    marked = await insert_account(sdb, cipher, last_sync_at=synced_at, marked=True)
+    # Deleted and inactive both: deleted is the reason, as a trigger's refusal says.
+    both = await insert_account(sdb, cipher, last_sync_at=synced_at, deleted=True, is_active=False)
+    healthy = await insert_account(sdb, cipher, last_sync_at=synced_at)
+    jobs: dict[str, uuid.UUID] = {}
+    for account_id, status in (
+        (deleted, "queued"),
+        (inactive, "queued"),
+        (marked, "queued"),
+        (both, "queued"),
+        (healthy, "queued"),
+    ):
+        jobs[account_id] = uuid.uuid4()
+        await sdb.execute(
+            """
+            INSERT INTO airbnb.sync_jobs (job_id, account_id, kind, trigger, dedup_key,
+                scrape_day, window_start, window_end, status)
+            VALUES ($1, $2, 'incremental', 'schedule', $3, $4, $5, $6, $7)
+            """,
+            jobs[account_id],
+            account_id,
+            f"{account_id}:{day}:incremental",
+            day,
+            *INCREMENTAL_WINDOW,
+            status,
+        )
+    # A fetcher already runs this one: the writer finishes it, not the scheduler.
+    running = uuid.uuid4()
+    await sdb.execute(
+        """
+        INSERT INTO airbnb.sync_jobs (job_id, account_id, kind, trigger, dedup_key,
+            scrape_day, window_start, window_end, status)
+        VALUES ($1, $2, 'full', 'manual', $3, $4, $5, $6, 'running')
+        """,
+        running,
+        deleted,
+        f"{deleted}:{day}:full",
+        day,
+        *FULL_WINDOW,
+    )
+    proc = start_scheduler(day)
+    proc.wait_for_log(r"\d+ queued job\(s\) ended failed: their account may no longer be synced")
+
+    rows = {
+        r["job_id"]: r
+        for r in await sdb.fetch(
+            "SELECT * FROM airbnb.sync_jobs WHERE job_id = ANY($1::uuid[])",
+            [*jobs.values(), running],
+        )
+    }
+    expected = {
+        deleted: "account deleted",
+        inactive: "account inactive",
+        marked: "credentials invalid",
+        both: "account deleted",
+    }
+    for account_id, reason in expected.items():
+        row = rows[jobs[account_id]]
+        assert (row["status"], row["error"]) == ("failed", reason), account_id
+        assert row["finished_at"] is not None
+    assert (rows[jobs[healthy]]["status"], rows[jobs[healthy]]["error"]) == ("queued", None)
+    assert rows[running]["status"] == "running"
+    # The healthy job's request is published; the ended jobs' never are.
+    found = {r.job_id for _, r in await requests_for(js, set(expected) | {healthy})}
+    assert found == {jobs[healthy]}
+    assert proc.terminate(timeout=10) == 0
+
+    # A final job never changes again: a second start leaves them as they are.
+    proc = start_scheduler(day)
+    assert "ended failed" not in proc.output()
+    assert proc.terminate(timeout=10) == 0
 
 
 async def test_sigterm_exits_zero_quickly(

@@ -1,17 +1,21 @@
-"""The scheduler's pure decisions: kinds, dedup keys, retries, refusals, plans, settings."""
+"""The scheduler's pure decisions: kinds, dedup keys, retries, refusals, plans, when the
+daily run is due, settings."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import uuid
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
+from services.scheduler.leader import application_name, holder_name
 from services.scheduler.plan import (
     Account,
+    DailyRun,
     ExistingJob,
     Windows,
     attempt_number,
@@ -25,8 +29,12 @@ from services.scheduler.plan import (
     plan_jobs,
     refusal,
     retry_key,
+    run_is_due,
+    seconds_to_next_fire,
     sync_kind,
     sync_request,
+    todays_run_time,
+    unschedulable_reason,
 )
 from services.scheduler.settings import SchedulerSettings, validate_cron
 from shared.airbnb.windows import WindowSettings
@@ -331,3 +339,99 @@ def test_accounts_in_key_order_are_the_order_plan_jobs_gives(full: bool) -> None
         )
     ]
     assert [p.dedup_key for p in by_chunk] == [p.dedup_key for p in plans]
+
+
+# --- the daily run: when it is due ------------------------------------------------------------
+
+
+def at(hh: int, mm: int = 0, ss: int = 0, day: dt.date = TODAY) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hh, mm, ss), dt.UTC)
+
+
+def run(finished: bool) -> DailyRun:
+    return DailyRun(
+        scrape_day=TODAY,
+        leader="sched-a",
+        started_at=at(5),
+        finished_at=at(5, 1) if finished else None,
+    )
+
+
+def test_todays_run_time_is_the_first_fire_of_the_day() -> None:
+    assert todays_run_time("0 5 * * *", at(9)) == at(5)
+    assert todays_run_time("0 5 * * *", at(4)) == at(5)
+    assert todays_run_time("0 0 * * *", at(0, 0, 0)) == at(0)  # a fire at 00:00:00 counts
+    assert todays_run_time("*/2 * * * * *", at(12)) == at(0)
+    assert todays_run_time("30 4,16 * * *", at(20)) == at(4, 30)
+    # 2025-07-11 is a Friday: a Monday-only cron has no run that day.
+    assert todays_run_time("0 5 * * 1", at(9)) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "due"),
+    [
+        (at(9), True),  # down at 05:00, back at 09:00: the day's sync runs at start
+        (at(5), True),  # the fire itself
+        (at(23, 59, 59), True),  # still that day
+        (at(4, 59, 59), False),  # before its time: the cron runs it at 05:00
+        (at(0), False),
+    ],
+)
+def test_a_day_with_no_run_is_due_once_its_time_has_passed(now: dt.datetime, due: bool) -> None:
+    assert run_is_due("0 5 * * *", now, None) is due
+
+
+def test_a_finished_run_is_never_repeated_and_an_unfinished_one_is_resumed() -> None:
+    for now in (at(4), at(5), at(9), at(23, 59)):
+        assert run_is_due("0 5 * * *", now, run(finished=True)) is False
+        assert run_is_due("*/2 * * * * *", now, run(finished=True)) is False
+        # Its leader died mid-fan-out: the next leader resumes it, whatever the time.
+        assert run_is_due("0 5 * * *", now, run(finished=False)) is True
+
+
+def test_no_catch_up_on_a_day_the_cron_does_not_run() -> None:
+    assert run_is_due("0 5 * * 1", at(9), None) is False
+
+
+def test_the_leader_sleeps_to_the_next_fire_or_the_cap() -> None:
+    assert seconds_to_next_fire("0 5 * * *", at(4, 59, 30), cap_s=60) == 30
+    assert seconds_to_next_fire("0 5 * * *", at(9), cap_s=60) == 60
+    assert seconds_to_next_fire("*/2 * * * * *", at(9, 0, 1), cap_s=60) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        ({"deleted": True, "is_active": False, "credentials_invalid": True}, "account deleted"),
+        ({"is_active": False, "credentials_invalid": True}, "account inactive"),
+        ({"credentials_invalid": True}, "credentials invalid"),
+        ({}, None),
+    ],
+)
+def test_why_a_queued_job_can_never_run(flags: dict[str, bool], reason: str | None) -> None:
+    assert unschedulable_reason(account(**flags)) == reason
+
+
+def test_the_lock_holder_is_named_by_its_application_name() -> None:
+    assert holder_name(application_name("host-1:4242")) == "host-1:4242"
+    assert len(application_name("x" * 100)) == 63  # what PostgreSQL keeps of it
+    assert holder_name(None) is None
+
+
+def test_scheduler_name_and_lease_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@localhost/db")
+    monkeypatch.setenv("NATS_URL", "nats://localhost:4222")
+    monkeypatch.delenv("SCHEDULER_NAME", raising=False)
+    monkeypatch.delenv("SCHEDULER_LEASE_S", raising=False)
+    s = SchedulerSettings()
+    assert s.scheduler_name.endswith(f":{os.getpid()}")
+    assert s.scheduler_lease_s == 15
+    monkeypatch.setenv("SCHEDULER_NAME", "sched-a")
+    monkeypatch.setenv("SCHEDULER_LEASE_S", "3")
+    assert (SchedulerSettings().scheduler_name, SchedulerSettings().scheduler_lease_s) == (
+        "sched-a",
+        3,
+    )
+    monkeypatch.setenv("SCHEDULER_LEASE_S", "0.5")
+    with pytest.raises(ValidationError, match="SCHEDULER_LEASE_S"):
+        SchedulerSettings()
