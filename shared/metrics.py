@@ -75,6 +75,10 @@ SYNC_REQUESTS_EMITTED = Counter(
     "Sync requests the scheduler published, by trigger.",
     ["trigger"],
 )
+ACCOUNT_EVENTS_RELAYED = Counter(
+    "sync_airbnb_account_events_relayed_total",
+    "Account events the admin's outbox relay published (committed changes announced).",
+)
 
 CREDENTIAL_ROTATIONS = Counter(
     "sync_airbnb_credential_rotations_total",

@@ -73,8 +73,10 @@ def dead_letter_msg_id(service: str, stream: str, stream_sequence: int) -> str:
     return f"deadletter:{service}:{stream}:{stream_sequence}"
 
 
-def account_event_msg_id(account_id: str, event: str, at: object) -> str:
-    return f"account:{account_id}:{event}:{at}"
+def account_event_msg_id(event_id: object) -> str:
+    """An account event by its row's ``event_id`` in the admin's outbox: a row published
+    twice (the relay died before marking it) is dropped by the stream's duplicate window."""
+    return f"account:{event_id}"
 
 
 def listing_result_msg_id(job_id: object, listing_id: str) -> str:

@@ -21,13 +21,12 @@ mark). A sync carries the version it read; the writer saves the cookies Airbnb
 rotated during it only while the account still has that version, so credentials
 given here in between always win (docs/data-path.md, Writer).
 
-Every change is announced on ``airbnb.accounts.{event}`` for the scheduler. The
-event is published *inside* the database transaction and the transaction
-commits only once JetStream has stored it: a change that cannot be announced is
-rolled back (503), so none goes unannounced. The reverse (event stored, commit
-failed) leaves an event for a state that does not exist; that is harmless
-because the scheduler reads the account from the database when it handles an
-event, and the database is the truth.
+Every change is announced on ``airbnb.accounts.{event}`` for the scheduler, through
+a transactional outbox: the event is a row written in the change's own transaction
+(:func:`announce`), and the relay (services/admin/outbox.py) publishes committed rows.
+So a change is announced if and only if it commits, and the scheduler, which reads
+the account when it handles the event, always finds the change it announces. With
+NATS away a change still commits; its event goes out when NATS is back.
 """
 
 from __future__ import annotations
@@ -36,11 +35,9 @@ import datetime as dt
 import logging
 
 import asyncpg
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
 from services.admin import rules, store
-from services.admin.errors import conflict, not_found, unavailable
+from services.admin.errors import conflict, not_found
 from services.admin.models import (
     AccountCreate,
     AccountListQuery,
@@ -49,8 +46,8 @@ from services.admin.models import (
     AccountPatch,
 )
 from shared.crypto import CredentialCipher
+from shared.db import Conn
 from shared.messages import AccountEvent, AccountEventName, encode
-from shared.topology import account_event_msg_id, account_event_subject
 
 log = logging.getLogger("sync_airbnb.admin.accounts")
 
@@ -74,58 +71,31 @@ def account_out(row: asyncpg.Record) -> AccountOut:
     )
 
 
-class AccountEvents:
-    """Publishes AccountEvents to JetStream and waits for the stream to store them."""
-
-    def __init__(self, js: JetStreamContext, timeout_s: float) -> None:
-        self._js = js
-        self._timeout_s = timeout_s
-
-    async def publish(
-        self,
-        event: AccountEventName,
-        account_id: str,
-        at: dt.datetime,
-        *,
-        credentials_changed: bool = False,
-        reactivated: bool = False,
-    ) -> None:
-        message = AccountEvent(
-            event=event,
-            account_id=account_id,
-            credentials_changed=credentials_changed,
-            reactivated=reactivated,
-            at=at,
-        )
-        # The change's own timestamp names the message: a retried publish of the same change
-        # is dropped by JetStream's duplicate window, a later change is a new message.
-        msg_id = account_event_msg_id(account_id, event, at.isoformat())
-        try:
-            await self._js.publish(
-                account_event_subject(event),
-                encode(message),
-                timeout=self._timeout_s,
-                headers={"Nats-Msg-Id": msg_id},
-            )
-        except (NatsError, TimeoutError, OSError) as exc:
-            log.warning(
-                "account %s: %s event not stored (%s); change rolled back",
-                account_id,
-                event,
-                type(exc).__name__,
-            )
-            raise unavailable(
-                "events_unavailable",
-                "NATS JetStream did not store the account event, so the change was not "
-                "applied; retry when NATS is reachable",
-            ) from None
+async def announce(
+    conn: Conn,
+    event: AccountEventName,
+    account_id: str,
+    at: dt.datetime,
+    *,
+    credentials_changed: bool = False,
+    reactivated: bool = False,
+) -> None:
+    """The AccountEvent of a change, written in the change's own transaction; the outbox
+    relay (services/admin/outbox.py) publishes it once, and only if, it commits."""
+    message = AccountEvent(
+        event=event,
+        account_id=account_id,
+        credentials_changed=credentials_changed,
+        reactivated=reactivated,
+        at=at,
+    )
+    await store.enqueue_event(conn, account_id, event, encode(message))
 
 
 class AccountService:
-    def __init__(self, pool: asyncpg.Pool, cipher: CredentialCipher, events: AccountEvents) -> None:
+    def __init__(self, pool: asyncpg.Pool, cipher: CredentialCipher) -> None:
         self._pool = pool
         self._cipher = cipher
-        self._events = events
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -160,8 +130,8 @@ class AccountService:
                     raise conflict(
                         "concurrent_change", "the account was created concurrently; retry"
                     )
-                await self._events.publish(
-                    "created", body.account_id, row["created_at"], credentials_changed=True
+                await announce(
+                    conn, "created", body.account_id, row["created_at"], credentials_changed=True
                 )
                 log.info("account %s created", body.account_id)
                 return account_out(row), True
@@ -172,7 +142,8 @@ class AccountService:
                 conn, body, token, credentials_changed=plan.credentials_changed
             )
             assert row is not None  # the account is held FOR UPDATE above
-            await self._events.publish(
+            await announce(
+                conn,
                 "updated",
                 body.account_id,
                 row["updated_at"],
@@ -211,7 +182,8 @@ class AccountService:
                 token = self._cipher.encrypt(cookie)
             row = await store.patch_account(conn, account_id, write.fields, token)
             assert row is not None  # the account is held FOR UPDATE above
-            await self._events.publish(
+            await announce(
+                conn,
                 "updated",
                 account_id,
                 row["updated_at"],
@@ -235,6 +207,6 @@ class AccountService:
             event = rules.deletion_event(account_id, is_deleted=current, delete=deleted)
             row = await store.set_deleted(conn, account_id, deleted=deleted)
             assert row is not None  # the account is held FOR UPDATE above
-            await self._events.publish(event, account_id, row["updated_at"])
+            await announce(conn, event, account_id, row["updated_at"])
             log.info("account %s %s", account_id, event)
             return account_out(row)

@@ -2,29 +2,32 @@
 
 ``create_app(settings)`` is the factory that ``main`` serves and tests drive
 with ``aiohttp_client``. Resources are cleanup contexts, in order: NATS, the
-PostgreSQL pool, then the service objects built on both. The route table is
+PostgreSQL pool, the service objects built on both, and the relay of committed
+account events (``outbox.py``) as a background worker. The route table is
 ``routes.py``; middlewares (errors, auth, body size, CORS) are ``middlewares.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.metadata
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.admin.accounts import AccountEvents, AccountService
+from services.admin.accounts import AccountService
 from services.admin.export import MetricsExport
 from services.admin.middlewares import Cors, api_key_auth, body_limit, json_errors, security_headers
 from services.admin.openapi import build_document, render_docs
+from services.admin.outbox import OutboxRelay
 from services.admin.routes import all_operations, public_paths, setup_routes
 from services.admin.settings import AdminSettings
 from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SETTINGS, SYNCS
 from services.admin.syncs import JobQueries, SyncTrigger
 from shared.crypto import CredentialCipher
 from shared.logs import setup_logging
-from shared.resources import db_context, nats_context
+from shared.resources import db_context, nats_context, worker_context
 from shared.runtime import DB_POOL, JETSTREAM, NATS, serve
 from shared.service_http import service_app
 from shared.settings import load_settings
@@ -44,8 +47,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = app[DB_POOL]
     cipher = CredentialCipher(settings.secret_keys)
-    events = AccountEvents(app[JETSTREAM], settings.event_publish_timeout_s)
-    app[ACCOUNTS] = AccountService(pool, cipher, events)
+    app[ACCOUNTS] = AccountService(pool, cipher)
     app[SYNCS] = SyncTrigger(pool, app[NATS], settings.sync_trigger_timeout_s)
     app[JOBS] = JobQueries(pool)
     app[EXPORT] = MetricsExport(
@@ -83,7 +85,21 @@ def create_app(settings: AdminSettings) -> web.Application:
         )
     )
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(worker_context("account-outbox", relay_account_events))
     return app
+
+
+async def relay_account_events(app: web.Application, stopping: asyncio.Event) -> None:
+    """Publish committed account events (services/admin/outbox.py) for the app's life."""
+    settings = app[SETTINGS]
+    relay = OutboxRelay(
+        app[DB_POOL],
+        app[JETSTREAM],
+        publish_timeout_s=settings.event_publish_timeout_s,
+        poll_s=settings.admin_outbox_poll_s,
+        listen_url=settings.database_url,
+    )
+    await relay.run(stopping)
 
 
 def main(args: argparse.Namespace) -> int:

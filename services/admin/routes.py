@@ -46,7 +46,6 @@ def _e(description: str) -> Resp:
 
 NOT_FOUND = _e("no such account")
 DELETED = _e("the account is soft-deleted (restore it first)")
-EVENTS_DOWN = _e("NATS did not store the account event; nothing was changed")
 
 
 def api_operations() -> list[Operation]:
@@ -63,7 +62,6 @@ def api_operations() -> list[Operation]:
                 200: Resp("updated", AccountOut),
                 201: Resp("created", AccountOut),
                 409: DELETED,
-                503: EVENTS_DOWN,
             },
             body=AccountCreate,
             description="`airbnb_cookie` is a Cookie header or a list of `{name, value}` "
@@ -104,7 +102,6 @@ def api_operations() -> list[Operation]:
                 200: Resp("the changed account", AccountOut),
                 404: NOT_FOUND,
                 409: DELETED,
-                503: EVENTS_DOWN,
             },
             body=AccountPatch,
             path_params=ACCOUNT,
@@ -124,7 +121,6 @@ def api_operations() -> list[Operation]:
                 200: Resp("the deleted account", AccountOut),
                 404: NOT_FOUND,
                 409: _e("the account is already deleted"),
-                503: EVENTS_DOWN,
             },
             path_params=ACCOUNT,
         ),
@@ -139,7 +135,6 @@ def api_operations() -> list[Operation]:
                 200: Resp("the restored account", AccountOut),
                 404: NOT_FOUND,
                 409: _e("the account is not deleted"),
-                503: EVENTS_DOWN,
             },
             path_params=ACCOUNT,
         ),

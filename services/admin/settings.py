@@ -25,10 +25,15 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     sync_trigger_timeout_s: float = Field(
         default=5.0, gt=0, le=60, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
     )
-    # How long an account change waits for JetStream to store its event before giving up
-    # (and rolling the change back, so that no change goes unannounced).
+    # How long the outbox relay waits for JetStream to store one account event before the
+    # pass fails (its rows stay unpublished and the next pass sends them).
     event_publish_timeout_s: float = Field(
         default=5.0, gt=0, le=60, validation_alias="EVENT_PUBLISH_TIMEOUT_S"
+    )
+    # The relay's poll: how late an event may go out if its commit notification was lost
+    # (normally a commit wakes the relay at once).
+    admin_outbox_poll_s: float = Field(
+        default=1.0, gt=0, le=60, validation_alias="ADMIN_OUTBOX_POLL_S"
     )
     # The longest date range one export may span, in days (inclusive of both ends).
     export_max_days: int = Field(default=400, ge=1, le=3660, validation_alias="EXPORT_MAX_DAYS")

@@ -255,3 +255,62 @@ async def now(conn: Conn) -> dt.datetime:
     """The database's now(): the transaction's start, the clock of its snapshot."""
     at: dt.datetime = await conn.fetchval("SELECT now()")
     return at
+
+
+# --- the account events outbox (migrations/0005_account_outbox.sql) -----------------------
+
+# The PostgreSQL channel the relay listens on; NOTIFY is delivered at commit, so a relay
+# woken by it finds the row committed.
+OUTBOX_CHANNEL = "airbnb_account_outbox"
+# Any fixed 64-bit number: "the relay's turn". One relay publishes at a time, so events
+# go out in id order whatever the number of admin replicas.
+OUTBOX_LOCK_KEY = 0x5A1B_0B0C
+
+
+async def enqueue_event(conn: Conn, account_id: str, event: str, payload: bytes) -> int:
+    """Write an AccountEvent in the caller's transaction; the relay publishes it once the
+    transaction commits (and never if it does not)."""
+    outbox_id: int = await conn.fetchval(
+        "INSERT INTO airbnb.account_outbox (account_id, event, payload) VALUES ($1, $2, $3)"
+        " RETURNING id",
+        account_id,
+        event,
+        payload,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+    return outbox_id
+
+
+async def take_relay_turn(conn: Conn) -> bool:
+    """True when this transaction may publish (no other relay holds the turn); the turn
+    ends with the transaction."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", OUTBOX_LOCK_KEY))
+
+
+async def unpublished_events(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, event_id, account_id, event, payload FROM airbnb.account_outbox"
+        " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        limit,
+    )
+
+
+async def mark_published(conn: Conn, ids: Sequence[int]) -> None:
+    await conn.execute(
+        "UPDATE airbnb.account_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+        list(ids),
+    )
+
+
+async def prune_published(conn: Conn, older_than: dt.timedelta) -> int:
+    status = await conn.execute(
+        "DELETE FROM airbnb.account_outbox WHERE published_at < now() - $1::interval",
+        older_than,
+    )
+    return int(status.split()[-1])
+
+
+async def unpublished_count(conn: Conn | asyncpg.Pool) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM airbnb.account_outbox WHERE published_at IS NULL")
+    )

@@ -50,6 +50,7 @@ EXPECTED_TABLES = {
     "sync_job_listings",
     "sync_committed_chunks",
     "credential_rotations",
+    "account_outbox",
 }
 
 
