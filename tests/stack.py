@@ -27,6 +27,8 @@ from shared.metric_tables import METRIC_TABLES
 from tests.infra import ServiceLauncher, ServiceProcess
 
 FINAL = ("succeeded", "partial", "failed")
+# A cron that never fires on a test's scrape day (31 December, 23:59 UTC).
+NO_DAILY_RUN = "59 23 31 12 *"
 # The browser the simulated hosts' cookies come from: the fetcher's client hints and its
 # TLS impersonation follow it, and the simulator checks that they agree.
 CHROME_UA = (
@@ -128,7 +130,14 @@ class Stack:
     simulator: Simulator | None = None
 
     def service_env(self, **extra: str) -> dict[str, str]:
-        env = {"SYNC_AIRBNB_TODAY": self.today.isoformat(), **self.env, **extra}
+        env = {
+            "SYNC_AIRBNB_TODAY": self.today.isoformat(),
+            # No daily run, and no catch-up of one at start, unless a test asks: the session
+            # database holds other tests' accounts, and a run would sync them all.
+            "SCHEDULE_CRON": NO_DAILY_RUN,
+            **self.env,
+            **extra,
+        }
         if self.simulator:
             env["AIRBNB_BASE_URL"] = self.simulator.url
         return env
