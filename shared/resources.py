@@ -57,7 +57,7 @@ async def _retry_until_stopped(
 
 
 def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCtx:
-    url = settings.nats_url
+    servers = settings.nats_servers
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
@@ -78,7 +78,7 @@ def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCt
 
         async def connect() -> NatsClient:
             return await nats.connect(
-                url,
+                servers,
                 name=f"sync-airbnb-{state.service}",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
@@ -96,7 +96,11 @@ def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCt
             await _retry_until_stopped(
                 state,
                 "JetStream",
-                lambda: topology.provision(js, ack_wait_s=settings.jetstream_ack_wait_s),
+                lambda: topology.provision(
+                    js,
+                    ack_wait_s=settings.jetstream_ack_wait_s,
+                    replicas=settings.jetstream_replicas,
+                ),
             )
         app[NATS] = nc
         app[JETSTREAM] = js

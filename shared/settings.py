@@ -79,6 +79,11 @@ class NatsSettings(BaseServiceSettings):
     nats_reconnect_buffer_bytes: int = Field(
         default=2 * 1024 * 1024, ge=0, validation_alias="NATS_RECONNECT_BUFFER_BYTES"
     )
+    # Copies of every stream (consumers and the KV bucket follow it) on a NATS cluster:
+    # 3 survives the loss of one node. Provisioning raises a stream to it but never lowers
+    # one (topology.replicas_to_apply), so a service with a stale or missing setting
+    # cannot undo a raise.
+    jetstream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="JETSTREAM_REPLICAS")
 
     @field_validator("nats_url")
     @classmethod
@@ -88,6 +93,10 @@ class NatsSettings(BaseServiceSettings):
             if parts.scheme not in {"nats", "tls", "ws", "wss"} or not parts.hostname:
                 raise ValueError("must be nats://host:port (comma-separated for a cluster)")
         return v
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return nats_servers(self.nats_url)
 
 
 class SecretSettings(BaseServiceSettings):
@@ -185,6 +194,11 @@ class MigrateSettings(DatabaseSettings):
         default="5 years",
         validation_alias=AliasChoices("TIMESCALE_RETENTION", "TIMESCALE_DROP_AFTER"),
     )
+
+
+def nats_servers(url: str) -> list[str]:
+    """NATS_URL as nats-py's server list: one URL, or several comma-separated (a cluster)."""
+    return [server.strip() for server in url.split(",") if server.strip()]
 
 
 def validate_database_url(v: str) -> str:

@@ -21,7 +21,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError
 
 from shared.metric_tables import TableName
 
@@ -32,10 +32,7 @@ DAY_S = 24 * 3600
 # --- subjects -----------------------------------------------------------------------------
 
 ACCOUNT_EVENTS = "airbnb.accounts.*"
-# Manual triggers, durable (admin or `sync` -> scheduler): one subject per trigger id, so a
-# trigger still waiting can be looked up by its id (``sync_trigger_subject``).
-SYNC_TRIGGERS = "airbnb.sync.triggers.*"
-TRIGGER_OUTCOMES = "airbnb.triggers.*"  # core pub/sub: what the scheduler made of a trigger
+SYNC_TRIGGER = "airbnb.sync.trigger"  # core request/reply, served by the scheduler
 SYNC_REQUESTED = "airbnb.sync.requested"
 SYNC_ROWS = "airbnb.sync.rows.*"
 SYNC_PROGRESS = "airbnb.sync.progress"
@@ -57,14 +54,6 @@ def job_updates_subject(job_id: object) -> str:
     return f"airbnb.jobs.{job_id}"
 
 
-def sync_trigger_subject(trigger_id: object) -> str:
-    return f"airbnb.sync.triggers.{trigger_id}"
-
-
-def trigger_outcome_subject(trigger_id: object) -> str:
-    return f"airbnb.triggers.{trigger_id}"
-
-
 def dead_letter_subject(service: str) -> str:
     return f"airbnb.deadletter.{service}"
 
@@ -74,10 +63,6 @@ def dead_letter_subject(service: str) -> str:
 
 def sync_request_msg_id(dedup_key: str) -> str:
     return f"sync:{dedup_key}"
-
-
-def sync_trigger_msg_id(trigger_id: object) -> str:
-    return f"trigger:{trigger_id}"
 
 
 def row_batch_msg_id(job_id: object, listing_id: str, table: str, chunk_no: int) -> str:
@@ -138,17 +123,6 @@ SYNC_RESULTS_STREAM = StreamConfig(
     max_age=7 * DAY_S,
     duplicate_window=2 * 3600,
 )
-SYNC_TRIGGERS_STREAM = StreamConfig(
-    name="AIRBNB_SYNC_TRIGGERS",
-    subjects=[SYNC_TRIGGERS],
-    # Removed once the scheduler handled it (its outcome is then in airbnb.sync_triggers):
-    # a trigger still here is one no scheduler has handled yet.
-    retention=RetentionPolicy.WORK_QUEUE,
-    storage=StorageType.FILE,
-    # A manual "sync now" asked for over a day ago is stale: the daily run has come since.
-    max_age=DAY_S,
-    duplicate_window=120,
-)
 DEAD_LETTER_STREAM = StreamConfig(
     name="AIRBNB_DEAD_LETTERS",
     subjects=[DEAD_LETTERS],
@@ -160,7 +134,6 @@ STREAMS: tuple[StreamConfig, ...] = (
     ACCOUNTS_STREAM,
     SYNC_REQUESTS_STREAM,
     SYNC_RESULTS_STREAM,
-    SYNC_TRIGGERS_STREAM,
     DEAD_LETTER_STREAM,
 )
 
@@ -190,16 +163,6 @@ SCHEDULER_ACCOUNTS = Consumer(
     _name(ACCOUNTS_STREAM),
     ConsumerConfig(
         durable_name="scheduler-accounts",
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=30,
-        max_deliver=MAX_DELIVER,
-    ),
-)
-SCHEDULER_TRIGGERS = Consumer(
-    _name(SYNC_TRIGGERS_STREAM),
-    ConsumerConfig(
-        durable_name="scheduler-triggers",
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=30,
@@ -236,12 +199,7 @@ def heartbeat_interval(ack_wait_s: float) -> float:
     return max(0.25, ack_wait_s / 4)
 
 
-CONSUMERS: tuple[Consumer, ...] = (
-    SCHEDULER_ACCOUNTS,
-    SCHEDULER_TRIGGERS,
-    FETCHER_REQUESTS,
-    WRITER_RESULTS,
-)
+CONSUMERS: tuple[Consumer, ...] = (SCHEDULER_ACCOUNTS, FETCHER_REQUESTS, WRITER_RESULTS)
 
 # --- KV buckets ---------------------------------------------------------------------------
 
@@ -270,20 +228,113 @@ def fetch_listings_key(job_id: object) -> str:
 # --- provisioning -------------------------------------------------------------------------
 
 
-async def provision(js: JetStreamContext, *, ack_wait_s: float | None = None) -> None:
+# Errors JetStream answers when it cannot place the replicas asked for: a single server
+# (not a cluster), or fewer nodes up than replicas.
+_REPLICAS_NOT_SUPPORTED = 10074
+_INSUFFICIENT_RESOURCES = 10023
+
+
+class ReplicasUnavailable(RuntimeError):
+    """JetStream cannot give a stream the replicas JETSTREAM_REPLICAS asks for."""
+
+
+def replicas_to_apply(setting: int, current: int | None) -> int:
+    """The replicas provisioning gives a stream that exists: the setting, or what the
+    stream has when that is more. Provisioning raises, never lowers: a service started
+    without JETSTREAM_REPLICAS (an older version, a stale environment) would otherwise
+    undo a raise on every start. Lowering is an operator's act (``nats stream edit``).
+    JetStream stores an unset replica count (0) as 1.
+    """
+    return max(setting, current or 1)
+
+
+def replicas_kept_warning(name: str, setting: int, current: int | None) -> str | None:
+    """The warning for a setting below what a stream has (kept); None when nothing is kept."""
+    kept = replicas_to_apply(setting, current)
+    if kept == setting:
+        return None
+    return (
+        f"stream {name} has {kept} replicas and JETSTREAM_REPLICAS is {setting}: kept at "
+        f"{kept} (provisioning never lowers replicas; lower them with nats stream edit)"
+    )
+
+
+def _placement_error(exc: APIError, replicas: int, what: str) -> Exception:
+    if exc.err_code in (_REPLICAS_NOT_SUPPORTED, _INSUFFICIENT_RESOURCES):
+        return ReplicasUnavailable(
+            f"JETSTREAM_REPLICAS={replicas}: JetStream cannot place {what} ({exc.description})"
+        )
+    return exc
+
+
+async def _provision_stream(js: JetStreamContext, stream: StreamConfig, replicas: int) -> None:
+    name = _name(stream)
+    try:
+        await js.add_stream(dataclasses.replace(stream, num_replicas=replicas))
+        return
+    except BadRequestError:
+        pass  # it exists with another config: an update, replicas never lowered
+    except APIError as exc:
+        raise _placement_error(exc, replicas, f"stream {name}") from None
+    current = (await js.stream_info(name)).config.num_replicas
+    warning = replicas_kept_warning(name, replicas, current)
+    if warning:
+        log.warning(warning)
+    target = replicas_to_apply(replicas, current)
+    try:
+        await js.update_stream(dataclasses.replace(stream, num_replicas=target))
+    except APIError as exc:
+        raise _placement_error(exc, target, f"stream {name}") from None
+
+
+async def _provision_bucket(js: JetStreamContext, bucket: KeyValueConfig, replicas: int) -> None:
+    try:
+        await js.create_key_value(dataclasses.replace(bucket, replicas=replicas))
+        return
+    except BadRequestError:
+        pass
+    except APIError as exc:
+        raise _placement_error(exc, replicas, f"KV bucket {bucket.bucket}") from None
+    # A bucket is the stream KV_<bucket>. Its other settings are left as they are; only its
+    # replicas follow the rule of the streams (raised, never lowered).
+    name = f"KV_{bucket.bucket}"
+    config = (await js.stream_info(name)).config
+    warning = replicas_kept_warning(name, replicas, config.num_replicas)
+    if warning:
+        log.warning(warning)
+    target = replicas_to_apply(replicas, config.num_replicas)
+    if target == (config.num_replicas or 1):
+        log.info("KV bucket %s exists with another config; left as it is", bucket.bucket)
+        return
+    try:
+        await js.update_stream(dataclasses.replace(config, num_replicas=target))
+    except APIError as exc:
+        raise _placement_error(exc, target, f"KV bucket {bucket.bucket}") from None
+
+
+async def provision(
+    js: JetStreamContext, *, ack_wait_s: float | None = None, replicas: int = 1
+) -> None:
     """Create or update every stream, consumer and bucket; never delete anything.
 
     ``ack_wait_s`` (JETSTREAM_ACK_WAIT_S) replaces the consumers' ack_wait; every
     service of one deployment must agree on it, or each start flips it back.
+    ``replicas`` (JETSTREAM_REPLICAS) is given to every stream and bucket that is
+    created, and raises one that has fewer; one that has more keeps them
+    (:func:`replicas_to_apply`). The consumers set no replica count of their own
+    (0: their stream's), so they follow their stream whichever service provisioned it.
 
     Adding an existing stream with the same config is a no-op in JetStream, so
     several services may provision at once; a changed config is an update.
     """
+    if replicas % 2 == 0:
+        log.warning(
+            "JETSTREAM_REPLICAS is %d: an even count survives no more lost nodes than %d",
+            replicas,
+            replicas - 1,
+        )
     for stream in STREAMS:
-        try:
-            await js.add_stream(stream)
-        except BadRequestError:
-            await js.update_stream(stream)
+        await _provision_stream(js, stream, replicas)
     for consumer in CONSUMERS:
         # The create API without an action creates, or updates a durable in place.
         config = consumer.config
@@ -291,7 +342,4 @@ async def provision(js: JetStreamContext, *, ack_wait_s: float | None = None) ->
             config = dataclasses.replace(config, ack_wait=ack_wait_s)
         await js.add_consumer(consumer.stream, config)
     for bucket in KV_BUCKETS:
-        try:
-            await js.create_key_value(bucket)
-        except BadRequestError:
-            log.info("KV bucket %s exists with another config; left as it is", bucket.bucket)
+        await _provision_bucket(js, bucket, replicas)

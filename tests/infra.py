@@ -97,12 +97,13 @@ class NatsServer:
     finds the streams and messages it had, as a real restart would.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, extra_args: Sequence[str] = ()) -> None:
         self.binary = nats_binary()
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.store = workdir / "jetstream"
         self.log = workdir / "nats-server.log"
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +112,11 @@ class NatsServer:
 
     def start(self) -> None:
         # As `up` runs it (JetStream, loopback, this port and store), logging to a file.
-        argv = [*nats_spec(self.binary, self.port, self.store, {}).argv, "-l", str(self.log)]
+        argv = [
+            *nats_spec(self.binary, self.port, self.store, {}).argv,
+            *("-l", str(self.log)),
+            *self.extra_args,
+        ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = proc
 
@@ -137,6 +142,43 @@ class NatsServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class NatsCluster:
+    """``size`` nats-servers on loopback routed into one JetStream cluster, each with its
+    own client port, cluster port and store; a node's kill and start keep its name, ports
+    and store, so it rejoins as the same peer."""
+
+    def __init__(self, workdir: Path, size: int = 3, name: str = "sync-airbnb-test") -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+        self.nodes: dict[str, NatsServer] = {}
+        for i, cluster_port in enumerate(cluster_ports, start=1):
+            node = f"node-{i}"
+            self.nodes[node] = NatsServer(
+                workdir / node,
+                extra_args=[
+                    *("-n", node, "--cluster_name", name),
+                    *("--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes),
+                ],
+            )
+
+    @property
+    def servers(self) -> list[str]:
+        return [node.url for node in self.nodes.values()]
+
+    @property
+    def url(self) -> str:
+        """NATS_URL for the services: every node, comma-separated."""
+        return ",".join(self.servers)
+
+    def start(self) -> None:
+        for node in self.nodes.values():
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
 
 
 @dataclass

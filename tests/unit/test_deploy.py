@@ -46,6 +46,7 @@ SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
     "simulator": BaseServiceSettings,
 }
 LONG_RUNNING = ("admin", "scheduler", "fetcher", "writer")
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
 # Settings whose values are secrets: never written into compose.yaml or a manifest.
 SECRET_SETTINGS = {"DATABASE_URL", "SECRET_KEYS", "ADMIN_API_KEYS"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|CREDENTIAL|COOKIE", re.IGNORECASE)
@@ -112,7 +113,7 @@ def test_compose_has_the_infrastructure_and_every_service(
 ) -> None:
     assert set(services) == {
         "timescaledb",
-        "nats",
+        *NATS_NODES,
         "migrate",
         "admin",
         "scheduler",
@@ -122,14 +123,36 @@ def test_compose_has_the_infrastructure_and_every_service(
     }
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert not services["timescaledb"]["image"].endswith(":latest")
-    nats = services["nats"]
-    assert nats["image"].startswith("nats:")
-    command = nats["command"]
-    assert "-js" in command
-    assert command[command.index("-sd") + 1] == "/data"
-    assert command[command.index("-m") + 1] == "8222"
-    assert any(v.split(":")[1] == "/data" for v in nats["volumes"])
-    assert any("8222/healthz" in part for part in nats["healthcheck"]["test"])
+    volumes = set()
+    for node in NATS_NODES:
+        nats = services[node]
+        assert nats["image"].startswith("nats:")
+        command = nats["command"]
+        assert "-js" in command
+        assert command[command.index("-sd") + 1] == "/data"
+        assert command[command.index("-m") + 1] == "8222"
+        assert any("8222/healthz" in part for part in nats["healthcheck"]["test"])
+        (volume,) = [v.split(":")[0] for v in nats["volumes"] if v.split(":")[1] == "/data"]
+        volumes.add(volume)
+    assert len(volumes) == len(NATS_NODES)  # each node its own store
+
+
+def test_compose_runs_nats_as_a_three_node_cluster_with_r3(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    routes = {f"nats://{node}:6222" for node in NATS_NODES}
+    for node in NATS_NODES:
+        command = services[node]["command"]
+        # A stable server name per node (JetStream's peers), one cluster, routes to all.
+        assert command[command.index("-n") + 1] == node
+        assert command[command.index("--cluster_name") + 1] == "sync-airbnb"
+        assert command[command.index("--cluster") + 1] == "nats://0.0.0.0:6222"
+        assert set(command[command.index("--routes") + 1].split(",")) == routes
+    for name in LONG_RUNNING:
+        env = services[name]["environment"]
+        servers = env["NATS_URL"].split(",")
+        assert sorted(servers) == [f"nats://{node}:4222" for node in NATS_NODES], name
+        assert env["JETSTREAM_REPLICAS"] == "3", name
 
 
 def test_every_compose_service_has_a_healthcheck_or_is_one_shot(
@@ -152,7 +175,8 @@ def test_migrate_runs_once_before_every_other_service(
     for name in LONG_RUNNING:
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
-        assert depends["nats"]["condition"] == "service_healthy", name
+        for node in NATS_NODES:
+            assert depends[node]["condition"] == "service_healthy", (name, node)
 
 
 def test_compose_commands_are_cli_commands(services: dict[str, dict[str, Any]]) -> None:
@@ -491,6 +515,17 @@ def test_ports_agree_with_the_configmap(manifests: list[dict[str, Any]]) -> None
         assert [p["containerPort"] for p in container["ports"]] == [int(want)]
 
 
+def test_every_service_asks_for_three_jetstream_replicas(manifests: list[dict[str, Any]]) -> None:
+    (config,) = of_kind(manifests, "ConfigMap").values()
+    # The nats chart runs three nodes (helm/nats-values.yaml): a copy of everything on each.
+    assert config["data"]["JETSTREAM_REPLICAS"] == "3"
+    for d in of_kind(manifests, "Deployment").values():
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        refs = [s["configMapRef"]["name"] for s in container.get("envFrom", [])]
+        assert config["metadata"]["name"] in refs, component(d)
+        assert "JETSTREAM_REPLICAS" not in {e["name"] for e in container.get("env", [])}
+
+
 def test_fetcher_autoscales_and_budgets_select_real_pods(
     manifests: list[dict[str, Any]],
 ) -> None:
@@ -535,6 +570,8 @@ def test_migrate_job(manifests: list[dict[str, Any]]) -> None:
 def test_helm_values_parse() -> None:
     nats = yaml.safe_load((K8S / "helm" / "nats-values.yaml").read_text())
     assert nats["config"]["jetstream"]["enabled"] is True
+    # Three nodes, so that the services' JETSTREAM_REPLICAS=3 (configmap.yaml) is placeable.
+    assert nats["config"]["cluster"] == {"enabled": True, "replicas": 3}
     db = yaml.safe_load((K8S / "helm" / "timescaledb-cnpg-values.yaml").read_text())
     assert db["type"] == "timescaledb"
     readme = (K8S / "README.md").read_text()
