@@ -97,14 +97,21 @@ class AccountEvent(Message):
     at: dt.datetime
 
 
-class SyncTriggerRequest(Message):
-    """Request on airbnb.sync.trigger (core NATS request/reply)."""
+class SyncTriggered(Message):
+    """airbnb.sync.triggers.{trigger_id}: "sync this account now", kept in JetStream until
+    a scheduler handled it, so a trigger sent while none runs is handled when one starts."""
 
+    trigger_id: uuid.UUID
     account_id: str
     full: bool = False
+    requested_at: dt.datetime
 
 
 class SyncTriggerReply(Message):
+    """What the scheduler made of a trigger: a job or a refusal. Announced on
+    airbnb.triggers.{trigger_id} once handled (and kept in airbnb.sync_triggers)."""
+
+    trigger_id: uuid.UUID | None = None
     job_id: uuid.UUID | None = None
     # the job's status when the reply was sent: a trigger may return a job that already
     # ended today, and a waiting client then has nothing to wait for

@@ -32,7 +32,10 @@ DAY_S = 24 * 3600
 # --- subjects -----------------------------------------------------------------------------
 
 ACCOUNT_EVENTS = "airbnb.accounts.*"
-SYNC_TRIGGER = "airbnb.sync.trigger"  # core request/reply, served by the scheduler
+# Manual triggers, durable (admin or `sync` -> scheduler): one subject per trigger id, so a
+# trigger still waiting can be looked up by its id (``sync_trigger_subject``).
+SYNC_TRIGGERS = "airbnb.sync.triggers.*"
+TRIGGER_OUTCOMES = "airbnb.triggers.*"  # core pub/sub: what the scheduler made of a trigger
 SYNC_REQUESTED = "airbnb.sync.requested"
 SYNC_ROWS = "airbnb.sync.rows.*"
 SYNC_PROGRESS = "airbnb.sync.progress"
@@ -54,6 +57,14 @@ def job_updates_subject(job_id: object) -> str:
     return f"airbnb.jobs.{job_id}"
 
 
+def sync_trigger_subject(trigger_id: object) -> str:
+    return f"airbnb.sync.triggers.{trigger_id}"
+
+
+def trigger_outcome_subject(trigger_id: object) -> str:
+    return f"airbnb.triggers.{trigger_id}"
+
+
 def dead_letter_subject(service: str) -> str:
     return f"airbnb.deadletter.{service}"
 
@@ -63,6 +74,10 @@ def dead_letter_subject(service: str) -> str:
 
 def sync_request_msg_id(dedup_key: str) -> str:
     return f"sync:{dedup_key}"
+
+
+def sync_trigger_msg_id(trigger_id: object) -> str:
+    return f"trigger:{trigger_id}"
 
 
 def row_batch_msg_id(job_id: object, listing_id: str, table: str, chunk_no: int) -> str:
@@ -123,6 +138,17 @@ SYNC_RESULTS_STREAM = StreamConfig(
     max_age=7 * DAY_S,
     duplicate_window=2 * 3600,
 )
+SYNC_TRIGGERS_STREAM = StreamConfig(
+    name="AIRBNB_SYNC_TRIGGERS",
+    subjects=[SYNC_TRIGGERS],
+    # Removed once the scheduler handled it (its outcome is then in airbnb.sync_triggers):
+    # a trigger still here is one no scheduler has handled yet.
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    # A manual "sync now" asked for over a day ago is stale: the daily run has come since.
+    max_age=DAY_S,
+    duplicate_window=120,
+)
 DEAD_LETTER_STREAM = StreamConfig(
     name="AIRBNB_DEAD_LETTERS",
     subjects=[DEAD_LETTERS],
@@ -134,6 +160,7 @@ STREAMS: tuple[StreamConfig, ...] = (
     ACCOUNTS_STREAM,
     SYNC_REQUESTS_STREAM,
     SYNC_RESULTS_STREAM,
+    SYNC_TRIGGERS_STREAM,
     DEAD_LETTER_STREAM,
 )
 
@@ -163,6 +190,16 @@ SCHEDULER_ACCOUNTS = Consumer(
     _name(ACCOUNTS_STREAM),
     ConsumerConfig(
         durable_name="scheduler-accounts",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_deliver=MAX_DELIVER,
+    ),
+)
+SCHEDULER_TRIGGERS = Consumer(
+    _name(SYNC_TRIGGERS_STREAM),
+    ConsumerConfig(
+        durable_name="scheduler-triggers",
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=30,
@@ -199,7 +236,12 @@ def heartbeat_interval(ack_wait_s: float) -> float:
     return max(0.25, ack_wait_s / 4)
 
 
-CONSUMERS: tuple[Consumer, ...] = (SCHEDULER_ACCOUNTS, FETCHER_REQUESTS, WRITER_RESULTS)
+CONSUMERS: tuple[Consumer, ...] = (
+    SCHEDULER_ACCOUNTS,
+    SCHEDULER_TRIGGERS,
+    FETCHER_REQUESTS,
+    WRITER_RESULTS,
+)
 
 # --- KV buckets ---------------------------------------------------------------------------
 

@@ -25,14 +25,14 @@ from shared.messages import (
     MessageDecodeError,
     RowBatch,
     SyncRequest,
-    SyncTriggerRequest,
+    SyncTriggered,
+    SyncTriggerReply,
     decode,
 )
 from shared.metric_tables import TABLE_NAMES
 
 MODEL_BY_SUBJECT: Final[Mapping[str, type[Message]]] = {
     **{topology.account_event_subject(e): AccountEvent for e in typing.get_args(AccountEventName)},
-    topology.SYNC_TRIGGER: SyncTriggerRequest,
     topology.SYNC_REQUESTED: SyncRequest,
     **{topology.rows_subject(t): RowBatch for t in TABLE_NAMES},
     topology.SYNC_PROGRESS: ListingResult,
@@ -42,6 +42,8 @@ MODEL_BY_SUBJECT: Final[Mapping[str, type[Message]]] = {
 
 # Subjects whose last token is an id or a name, not a fixed word.
 MODEL_BY_PATTERN: Final[Mapping[str, type[Message]]] = {
+    topology.SYNC_TRIGGERS: SyncTriggered,
+    topology.TRIGGER_OUTCOMES: SyncTriggerReply,
     topology.JOB_UPDATES: JobUpdate,
     topology.DEAD_LETTERS: DeadLetter,
 }

@@ -11,7 +11,8 @@ GET    /api/v1/accounts/{account_id}               read (soft-deleted ones too)
 PATCH  /api/v1/accounts/{account_id}               change some fields
 DELETE /api/v1/accounts/{account_id}               soft delete (409 when already deleted)
 POST   /api/v1/accounts/{account_id}/restore       restore (409 when not deleted)
-POST   /api/v1/accounts/{account_id}/sync          202 + job_id, via the scheduler
+POST   /api/v1/accounts/{account_id}/sync          202 + trigger_id: a durable trigger
+GET    /api/v1/triggers/{trigger_id}               pending, its job, or the refusal
 GET    /api/v1/accounts/{account_id}/syncs         jobs, newest first
 GET    /api/v1/syncs/{job_id}                      one job with its listings
 GET    /api/v1/accounts/{account_id}/metrics/export CSV or JSON, streamed

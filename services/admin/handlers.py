@@ -118,8 +118,18 @@ async def trigger_sync(request: web.Request) -> web.Response:
     body = await parse_body(request, SyncTriggerBody, optional=True)
     accepted = await request.app[SYNCS].trigger(aid, full=body.full)
     resp = model_response(accepted, 202)
-    resp.headers["Location"] = accepted.status_url
+    # The trigger, which leads to the job: the one URL that answers whatever happens next.
+    resp.headers["Location"] = accepted.links.trigger
     return resp
+
+
+async def get_trigger(request: web.Request) -> web.Response:
+    raw = request.match_info["trigger_id"]
+    try:
+        trigger_id = JOB_ID.validate_python(raw)
+    except ValidationError:
+        raise not_found("sync trigger", raw[:40]) from None
+    return model_response(await request.app[SYNCS].get(trigger_id))
 
 
 async def list_account_syncs(request: web.Request) -> web.Response:

@@ -251,11 +251,35 @@ class SyncTriggerBody(Body):
     full: bool = Field(default=False, description="re-fetch the first-run window")
 
 
-class SyncAccepted(Out):
-    job_id: uuid.UUID
+TriggerStatus = Literal["pending", "refused"] | JobStatus
+
+
+class TriggerLinks(Out):
+    trigger: str = Field(description="this trigger: follow it until it has a job")
+    job: str | None = Field(description="its job, once the scheduler queued it")
+
+
+class TriggerOut(Out):
+    """A manual trigger: stored in JetStream, then handled by a scheduler.
+
+    ``pending`` until a scheduler handled it (none may be running: it is handled when one
+    starts); then its job's status with ``job_id``, or ``refused`` with ``error``.
+    """
+
+    trigger_id: uuid.UUID
     account_id: str
     full: bool
-    status_url: str
+    requested_at: dt.datetime
+    status: TriggerStatus
+    handled_at: dt.datetime | None = None
+    job_id: uuid.UUID | None = None
+    error: str | None = Field(
+        default=None,
+        description="when refused: not_found, deleted, inactive, needs_credentials, "
+        "invalid_request",
+    )
+    detail: str | None = None
+    links: TriggerLinks
 
 
 class ListingError(Out):

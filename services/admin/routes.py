@@ -28,8 +28,8 @@ from services.admin.models import (
     JobListQuery,
     JobPage,
     ReadyOut,
-    SyncAccepted,
     SyncTriggerBody,
+    TriggerOut,
 )
 from services.admin.openapi import Operation, Resp
 from services.admin.settings import AdminSettings
@@ -38,6 +38,7 @@ from shared import service_http
 API = "/api/v1"
 ACCOUNT = {"account_id": TypeAdapter(AccountId)}
 JOB = {"job_id": TypeAdapter(uuid.UUID)}
+TRIGGER = {"trigger_id": TypeAdapter(uuid.UUID)}
 
 
 def _e(description: str) -> Resp:
@@ -143,14 +144,18 @@ def api_operations() -> list[Operation]:
             f"{API}/accounts/{{account_id}}/sync",
             h.trigger_sync,
             "triggerSync",
-            "Ask the scheduler to sync this account now",
+            "Sync this account now: a durable trigger the scheduler turns into a job",
             "syncs",
             {
-                202: Resp("the scheduler accepted; poll status_url", SyncAccepted),
+                202: Resp(
+                    "the trigger is stored (Location: follow it); with job_id when a "
+                    "scheduler queued it at once, pending when none has handled it yet",
+                    TriggerOut,
+                ),
                 404: NOT_FOUND,
                 409: _e("the account is inactive, deleted, or needs new credentials"),
                 502: _e("the scheduler's answer was not understood"),
-                503: _e("NATS or the scheduler did not answer"),
+                503: _e("NATS could not store the trigger (Retry-After)"),
             },
             body=SyncTriggerBody,
             body_required=False,
@@ -166,6 +171,20 @@ def api_operations() -> list[Operation]:
             {200: Resp("a page of jobs", JobPage), 404: NOT_FOUND},
             query=JobListQuery,
             path_params=ACCOUNT,
+        ),
+        Operation(
+            "GET",
+            f"{API}/triggers/{{trigger_id}}",
+            h.get_trigger,
+            "getTrigger",
+            "One sync trigger: pending, its job, or the scheduler's refusal",
+            "syncs",
+            {
+                200: Resp("the trigger", TriggerOut),
+                404: _e("no such trigger"),
+                503: _e("NATS is needed to look up a pending trigger (Retry-After)"),
+            },
+            path_params=TRIGGER,
         ),
         Operation(
             "GET",

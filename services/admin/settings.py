@@ -21,7 +21,8 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     # false (the default): /metrics needs X-API-Key like the API, since the admin is the one
     # service exposed to operators; true opens it for a Prometheus without the key.
     admin_metrics_public: bool = Field(default=False, validation_alias="ADMIN_METRICS_PUBLIC")
-    # How long POST /accounts/{id}/sync waits for the scheduler before answering 503.
+    # How long POST /accounts/{id}/sync waits for JetStream to store the trigger (503
+    # after it); then it waits up to 2 s of it for the scheduler's job id (pending after).
     sync_trigger_timeout_s: float = Field(
         default=5.0, gt=0, le=60, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
     )

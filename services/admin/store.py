@@ -314,3 +314,17 @@ async def unpublished_count(conn: Conn | asyncpg.Pool) -> int:
     return int(
         await conn.fetchval("SELECT count(*) FROM airbnb.account_outbox WHERE published_at IS NULL")
     )
+
+
+# --- manual triggers (migrations/0008_sync_triggers.sql) ----------------------------------
+
+
+async def handled_trigger(db: Conn | asyncpg.Pool, trigger_id: uuid.UUID) -> asyncpg.Record | None:
+    """The trigger as the scheduler recorded it, with its job's status now."""
+    return await db.fetchrow(
+        "SELECT t.trigger_id, t.account_id, t.full_sync, t.requested_at, t.handled_at,"
+        " t.job_id, t.error, t.detail, j.status AS job_status"
+        " FROM airbnb.sync_triggers t LEFT JOIN airbnb.sync_jobs j USING (job_id)"
+        " WHERE t.trigger_id = $1",
+        trigger_id,
+    )

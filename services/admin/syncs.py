@@ -1,26 +1,35 @@
-"""Sync triggers (through the scheduler) and job status (from the database).
+"""Sync triggers (durable, handled by the scheduler) and job status (from the database).
 
-The admin never creates a job itself: the scheduler owns job records, windows
-and de-duplication, and answers ``airbnb.sync.trigger``. The admin checks the
-account first, so the common refusals (unknown, deleted, inactive, needs
-credentials) are answered without a round trip and with the same codes the
-scheduler would use; the scheduler's own refusal still wins when the state
-changed in between.
+The admin never creates a job itself: the scheduler owns job records, windows and
+de-duplication. A trigger is a ``SyncTriggered`` message on the JetStream stream
+``AIRBNB_SYNC_TRIGGERS``; ``POST /accounts/{id}/sync`` answers 202 only once JetStream
+stored it, so a trigger sent while no scheduler runs is handled when one starts. The
+scheduler records what it made of it (``airbnb.sync_triggers``) and then acks it, so a
+trigger is always in one of the two: ``GET /triggers/{id}`` reads the row, else the
+stream (pending), and nothing else has to agree with anything. The POST waits a moment
+for the scheduler's outcome (``airbnb.triggers.{id}``) and, when it comes, answers with
+the job id (or the refusal) at once, as a running stack usually does.
+
+The admin checks the account first, so the common refusals (unknown, deleted, inactive,
+needs credentials) are answered without a trigger and with the same codes the
+scheduler would use; the scheduler's own refusal still wins when the state changed in
+between. When NATS or JetStream cannot store the trigger: 503 with ``Retry-After``.
 
 The SQL is services/admin/store.py's, the account check services/admin/rules.py's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
 
 import asyncpg
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from services.admin import rules, store
 from services.admin.errors import ApiError, not_found, unavailable
@@ -31,70 +40,169 @@ from services.admin.models import (
     JobOut,
     JobPage,
     ListingError,
-    SyncAccepted,
+    TriggerLinks,
+    TriggerOut,
 )
-from shared.messages import MessageDecodeError, SyncTriggerReply, SyncTriggerRequest, decode, encode
-from shared.topology import SYNC_TRIGGER
+from shared import topology
+from shared.messages import (
+    MessageDecodeError,
+    SyncTriggered,
+    SyncTriggerReply,
+    decode,
+    encode,
+)
 
 log = logging.getLogger("sync_airbnb.admin.syncs")
+
+# How long the POST waits for a running scheduler's outcome before answering "pending".
+OUTCOME_WAIT_S = 2.0
+# The stream of the scheduler's trigger consumer (named there, where it is defined).
+TRIGGERS_STREAM = topology.SCHEDULER_TRIGGERS.stream
+# What a 503 of this module asks the client to wait before trying again.
+RETRY_AFTER_S = 5
+
+
+def nats_unavailable(detail: str) -> ApiError:
+    err = unavailable("nats_unavailable", detail)
+    err.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return err
+
+
+def trigger_links(trigger_id: uuid.UUID, job_id: uuid.UUID | None) -> TriggerLinks:
+    return TriggerLinks(
+        trigger=f"/api/v1/triggers/{trigger_id}",
+        job=f"/api/v1/syncs/{job_id}" if job_id is not None else None,
+    )
+
+
+def pending_trigger(trigger: SyncTriggered) -> TriggerOut:
+    return TriggerOut(
+        trigger_id=trigger.trigger_id,
+        account_id=trigger.account_id,
+        full=trigger.full,
+        requested_at=trigger.requested_at,
+        status="pending",
+        links=trigger_links(trigger.trigger_id, None),
+    )
+
+
+def handled_trigger(row: asyncpg.Record) -> TriggerOut:
+    job_id = row["job_id"]
+    return TriggerOut(
+        trigger_id=row["trigger_id"],
+        account_id=row["account_id"],
+        full=row["full_sync"],
+        requested_at=row["requested_at"],
+        # a job removed since (none are today) still shows it was queued
+        status="refused" if job_id is None else (row["job_status"] or "queued"),
+        handled_at=row["handled_at"],
+        job_id=job_id,
+        error=row["error"],
+        detail=row["detail"],
+        links=trigger_links(row["trigger_id"], job_id),
+    )
 
 
 class SyncTrigger:
     def __init__(self, pool: asyncpg.Pool, nc: NatsClient, timeout_s: float) -> None:
         self._pool = pool
         self._nc = nc
+        self._js = nc.jetstream()
         self._timeout_s = timeout_s
 
-    async def trigger(self, account_id: str, *, full: bool) -> SyncAccepted:
+    async def trigger(self, account_id: str, *, full: bool) -> TriggerOut:
         await self._precheck(account_id)
-        request = SyncTriggerRequest(account_id=account_id, full=full)
+        trigger = SyncTriggered(
+            trigger_id=uuid.uuid4(),
+            account_id=account_id,
+            full=full,
+            requested_at=dt.datetime.now(dt.UTC),
+        )
+        tid = trigger.trigger_id
         try:
-            msg = await self._nc.request(SYNC_TRIGGER, encode(request), timeout=self._timeout_s)
-        except NoRespondersError:
-            raise unavailable(
-                "scheduler_unavailable",
-                "no scheduler is listening for sync triggers; is `sync-airbnb scheduler` running?",
-            ) from None
-        except (NatsTimeoutError, TimeoutError):
-            raise unavailable(
-                "scheduler_timeout",
-                f"the scheduler did not answer within {self._timeout_s:g}s; the sync may "
-                f"still start: see GET /api/v1/accounts/{account_id}/syncs",
-            ) from None
+            # Before the publish, so an outcome that comes at once is not missed.
+            sub = await self._nc.subscribe(topology.trigger_outcome_subject(tid), max_msgs=1)
         except (NatsError, OSError) as exc:
             log.warning("sync trigger for %s: NATS error %s", account_id, type(exc).__name__)
-            raise unavailable("nats_unavailable", "NATS is not reachable") from None
+            raise nats_unavailable("NATS is not reachable; the sync was not triggered") from None
         try:
-            reply = decode(SyncTriggerReply, msg.data)
-        except MessageDecodeError as exc:
-            log.error("sync trigger for %s: unreadable scheduler reply: %s", account_id, exc)
-            raise ApiError(
-                502, "bad_scheduler_reply", "the scheduler's reply was unreadable"
-            ) from None
+            try:
+                await self._js.publish(
+                    topology.sync_trigger_subject(tid),
+                    encode(trigger),
+                    timeout=self._timeout_s,
+                    stream=TRIGGERS_STREAM,
+                    headers={"Nats-Msg-Id": topology.sync_trigger_msg_id(tid)},
+                )
+            except (NatsError, OSError, TimeoutError) as exc:
+                log.warning("sync trigger for %s not stored: %s", account_id, type(exc).__name__)
+                raise nats_unavailable(
+                    f"JetStream did not store the trigger within {self._timeout_s:g}s; "
+                    "the sync was not triggered"
+                ) from None
+            log.info("sync of %s triggered: trigger %s (full=%s)", account_id, tid, full)
+            reply = await _outcome(sub, min(OUTCOME_WAIT_S, self._timeout_s))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if reply is None:
+            return pending_trigger(trigger)
         if reply.job_id is not None:
-            log.info("sync of %s triggered: job %s (full=%s)", account_id, reply.job_id, full)
-            return SyncAccepted(
-                job_id=reply.job_id,
-                account_id=account_id,
-                full=full,
-                status_url=f"/api/v1/syncs/{reply.job_id}",
+            log.info("trigger %s: job %s", tid, reply.job_id)
+            return pending_trigger(trigger).model_copy(
+                update={
+                    "status": reply.status or "queued",
+                    "job_id": reply.job_id,
+                    "links": trigger_links(tid, reply.job_id),
+                }
             )
         if reply.error in rules.REFUSALS:
             raise rules.refusal(reply.error, account_id, reply.detail)
-        log.error("sync trigger for %s: scheduler error %s", account_id, reply.error)
-        if reply.error == "invalid_request":
-            # Our request was valid by our own model: the two sides disagree on the contract.
-            raise ApiError(502, "bad_scheduler_reply", "the scheduler refused the request")
-        raise unavailable(
-            "scheduler_error",
-            f"the scheduler could not start the sync ({reply.error or 'no job id'}); retry later",
-        )
+        log.error("trigger %s: the scheduler refused it: %s", tid, reply.error)
+        # Our request was valid by our own model: the two sides disagree on the contract.
+        raise ApiError(502, "bad_scheduler_reply", "the scheduler refused the request")
+
+    async def get(self, trigger_id: uuid.UUID) -> TriggerOut:
+        row = await store.handled_trigger(self._pool, trigger_id)
+        if row is not None:
+            return handled_trigger(row)
+        try:
+            raw = await self._js.get_last_msg(
+                TRIGGERS_STREAM, topology.sync_trigger_subject(trigger_id)
+            )
+        except NotFoundError:
+            raw = None
+        except (NatsError, OSError, TimeoutError) as exc:
+            log.warning("trigger %s: NATS error %s", trigger_id, type(exc).__name__)
+            raise nats_unavailable("NATS is not reachable to look the trigger up") from None
+        if raw is not None and raw.data:
+            with contextlib.suppress(MessageDecodeError):
+                return pending_trigger(decode(SyncTriggered, raw.data))
+        # The scheduler records a trigger before it acks it: one gone from the stream
+        # since the first read is in the table now.
+        row = await store.handled_trigger(self._pool, trigger_id)
+        if row is not None:
+            return handled_trigger(row)
+        raise not_found("sync trigger", trigger_id)
 
     async def _precheck(self, account_id: str) -> None:
         state = await store.trigger_state(self._pool, account_id)
         refused = rules.trigger_refusal(account_id, state)
         if refused is not None:
             raise refused
+
+
+async def _outcome(sub: Subscription, wait_s: float) -> SyncTriggerReply | None:
+    """The scheduler's outcome if it comes within ``wait_s``; None: still pending."""
+    try:
+        msg = await sub.next_msg(timeout=wait_s)
+    except (NatsError, TimeoutError):  # nats' TimeoutError is one of its errors
+        return None
+    try:
+        return decode(SyncTriggerReply, msg.data)
+    except MessageDecodeError as exc:
+        log.error("unreadable trigger outcome: %s", exc)
+        return None
 
 
 # --- job status -----------------------------------------------------------------------------

@@ -127,9 +127,20 @@ class AdminClient:
         deadline = time.monotonic() + TRIGGER_RETRY_S
         while True:
             status, body = await self.request("POST", f"/accounts/{account_id}/sync", {})
-            if status == 202:
+            if status == 202 and body.get("job_id"):
                 return str(body["job_id"])
-            # 503: the scheduler is still starting (not subscribed yet); worth a retry.
+            if status == 202:
+                # Stored, and not handled yet (the scheduler is still starting): follow it.
+                status, body = await self.request("GET", f"/triggers/{body['trigger_id']}")
+                while status == 200 and body.get("status") == "pending":
+                    if time.monotonic() > deadline:
+                        raise DemoError(f"trigger {body['trigger_id']}: no scheduler took it")
+                    await asyncio.sleep(0.5)
+                    status, body = await self.request("GET", f"/triggers/{body['trigger_id']}")
+                if status == 200 and body.get("job_id"):
+                    return str(body["job_id"])
+                raise DemoError(f"sync of {account_id}: {status} {body}")
+            # 503: NATS cannot store the trigger now; worth a retry.
             if status != 503 or time.monotonic() > deadline:
                 raise DemoError(f"POST /accounts/{account_id}/sync: {status} {body}")
             await asyncio.sleep(0.5)

@@ -1,9 +1,16 @@
 """``sync-airbnb sync ACCOUNT_ID [--full] [--wait]``: trigger one account's sync.
 
-The trigger is a ``SyncTriggerRequest`` on ``airbnb.sync.trigger``, answered by
-the scheduler with the job id (printed alone on stdout, for scripts) or a
-refusal (printed with its detail; exit 1). ``--wait`` then shows a progress bar
-on stderr until the job ends, from two sources merged by :func:`merge`:
+The trigger is a durable ``SyncTriggered`` on the JetStream stream
+``AIRBNB_SYNC_TRIGGERS`` (as the admin's ``POST /accounts/{id}/sync`` sends it): once
+JetStream stored it, it is handled even by a scheduler that starts later. The
+scheduler announces what it made of it on ``airbnb.triggers.{trigger_id}``
+(subscribed to *before* the trigger is sent) and records it in
+``airbnb.sync_triggers`` (read every second when ``DATABASE_URL`` is set): the job id
+(printed alone on stdout, for scripts) or a refusal (printed with its detail; exit 1).
+Without ``--wait`` the command waits ``SYNC_TRIGGER_TIMEOUT_S`` for it; with none by
+then it says the trigger is stored and exits 0 (the sync will be queued when a
+scheduler runs). ``--wait`` waits for the scheduler as long as it takes, then shows a
+progress bar on stderr until the job ends, from two sources merged by :func:`merge`:
 
 * the writer's notifications on ``airbnb.jobs.{job_id}`` (subscribed to with a
   wildcard *before* the trigger is sent, so none is missed);
@@ -11,9 +18,10 @@ on stderr until the job ends, from two sources merged by :func:`merge`:
   is the only way to see a job that had already ended when ``--wait`` began
   (the trigger answers the same day's job again, and no notification comes).
 
-Exit codes: 0 the sync was queued (or, with ``--wait``, succeeded); 1 refused,
-failed, partial, or NATS/the scheduler unreachable; 2 a settings error (one
-line: ``NATS_URL`` is required); 130 interrupted while waiting (the job goes on).
+Exit codes: 0 the sync was queued or its trigger stored (with ``--wait``: succeeded);
+1 refused, failed, partial, or NATS/JetStream unreachable; 2 a settings error (one
+line: ``NATS_URL`` is required); 130 interrupted while waiting (the trigger or the
+job goes on).
 """
 
 from __future__ import annotations
@@ -21,21 +29,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,8 +53,8 @@ from shared.messages import (
     FINAL_JOB_STATUSES,
     JobUpdate,
     MessageDecodeError,
+    SyncTriggered,
     SyncTriggerReply,
-    SyncTriggerRequest,
     decode,
     encode,
 )
@@ -56,8 +64,10 @@ FINAL = FINAL_JOB_STATUSES
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DB_POLL_S = 1.0
-# Without DATABASE_URL, a hint after this long with no notification at all.
+# Without DATABASE_URL, a hint after this long with no notification at all; and, either
+# way, after this long with no scheduler handling the trigger.
 QUIET_HINT_S = 15.0
+T = TypeVar("T")
 
 _REFUSAL_TEXT = {
     "not_found": "account {id} does not exist",
@@ -74,7 +84,7 @@ class SyncCommandSettings(NatsSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     sync_trigger_timeout_s: float = Field(
         default=10.0, gt=0, le=120, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
-    )
+    )  # for JetStream to store the trigger; without --wait, for the scheduler too
 
     @field_validator("database_url")
     @classmethod
@@ -181,23 +191,89 @@ async def _connect(url: str) -> NatsClient:
     )
 
 
-async def trigger(
+async def send_trigger(
     nc: NatsClient, account_id: str, full: bool, timeout_s: float
-) -> SyncTriggerReply | str:
-    """The scheduler's reply, or one line saying why there is none."""
-    request = SyncTriggerRequest(account_id=account_id, full=full)
+) -> tuple[SyncTriggered, Subscription] | str:
+    """The trigger, stored in JetStream, and the subscription its outcome will come on;
+    or one line saying why it was not stored."""
+    trigger = SyncTriggered(
+        trigger_id=uuid.uuid4(),
+        account_id=account_id,
+        full=full,
+        requested_at=dt.datetime.now(dt.UTC),
+    )
+    tid = trigger.trigger_id
     try:
-        msg = await nc.request(topology.SYNC_TRIGGER, encode(request), timeout=timeout_s)
-    except NoRespondersError:
-        return "sync-airbnb sync: no scheduler is listening for sync triggers; is it running?"
-    except (NatsTimeoutError, TimeoutError):
-        return f"sync-airbnb sync: the scheduler did not answer within {timeout_s:g}s"
-    except NatsError as exc:
-        return f"sync-airbnb sync: NATS error: {exc}"
+        sub = await nc.subscribe(topology.trigger_outcome_subject(tid), max_msgs=1)
+        await nc.flush()
+        await nc.jetstream().publish(
+            topology.sync_trigger_subject(tid),
+            encode(trigger),
+            timeout=timeout_s,
+            stream=topology.SCHEDULER_TRIGGERS.stream,
+            headers={"Nats-Msg-Id": topology.sync_trigger_msg_id(tid)},
+        )
+    except (NatsError, OSError, TimeoutError) as exc:
+        return f"sync-airbnb sync: JetStream did not store the trigger: {exc or type(exc).__name__}"
+    return trigger, sub
+
+
+async def _recorded_outcome(
+    conn: asyncpg.Connection, trigger_id: uuid.UUID
+) -> SyncTriggerReply | None:
+    row = await conn.fetchrow(
+        "SELECT t.job_id, t.error, t.detail, j.status FROM airbnb.sync_triggers t"
+        " LEFT JOIN airbnb.sync_jobs j USING (job_id) WHERE t.trigger_id = $1",
+        trigger_id,
+    )
+    if row is None:
+        return None
+    return SyncTriggerReply(trigger_id=trigger_id, **dict(row))
+
+
+async def await_outcome(
+    sub: Subscription, trigger_id: uuid.UUID, database_url: str | None, within: float | None
+) -> SyncTriggerReply | None:
+    """What the scheduler made of the trigger; None if nothing came ``within`` seconds
+    (``None``: wait as long as it takes)."""
+    conn: asyncpg.Connection | None = None
+    if database_url:
+        try:
+            conn = await asyncpg.connect(database_url, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            _err(f"sync-airbnb sync: cannot read sync_triggers ({exc}); following NATS only")
+    started = time.monotonic()
+    hinted = False
     try:
-        return decode(SyncTriggerReply, msg.data)
-    except MessageDecodeError as exc:
-        return f"sync-airbnb sync: unreadable scheduler reply: {exc}"
+        while within is None or time.monotonic() - started < within:
+            step = DB_POLL_S if within is None else min(DB_POLL_S, within)
+            try:
+                msg = await sub.next_msg(timeout=step)
+            except (NatsError, TimeoutError):  # nats' TimeoutError is one of its errors
+                msg = None
+            if msg is not None:
+                with contextlib.suppress(MessageDecodeError):
+                    return decode(SyncTriggerReply, msg.data)
+            if conn is not None:
+                try:
+                    recorded = await _recorded_outcome(conn, trigger_id)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    _err(f"sync-airbnb sync: reading sync_triggers failed ({exc})")
+                    conn = None
+                    recorded = None
+                if recorded is not None:
+                    return recorded
+            if within is None and not hinted and time.monotonic() - started > QUIET_HINT_S:
+                hinted = True
+                _err(
+                    f"sync-airbnb sync: no scheduler has handled trigger {trigger_id} for "
+                    f"{QUIET_HINT_S:g}s; it waits in JetStream until one runs"
+                )
+        return None
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 class JobWatch:
@@ -318,10 +394,29 @@ async def run(settings: SyncCommandSettings, account_id: str, *, full: bool, wai
         if wait:
             await nc.subscribe(topology.JOB_UPDATES, cb=watch.on_notification)
             await nc.flush()
-        reply = await trigger(nc, account_id, full, settings.sync_trigger_timeout_s)
-        if isinstance(reply, str):
-            _err(reply)
+        sent = await send_trigger(nc, account_id, full, settings.sync_trigger_timeout_s)
+        if isinstance(sent, str):
+            _err(sent)
             return EXIT_FAILED
+        trigger, sub = sent
+        handled = await _until_interrupted(
+            await_outcome(
+                sub,
+                trigger.trigger_id,
+                settings.database_url,
+                None if wait else settings.sync_trigger_timeout_s,
+            )
+        )
+        if handled is None and wait:
+            _err(f"sync-airbnb sync: stopped waiting; trigger {trigger.trigger_id} stays stored")
+            return EXIT_INTERRUPTED
+        if handled is None:
+            _err(
+                f"sync-airbnb sync: trigger {trigger.trigger_id} stored; no scheduler handled "
+                f"it within {settings.sync_trigger_timeout_s:g}s, one will when it runs"
+            )
+            return 0
+        reply = handled
         if reply.job_id is None:
             _err(refusal_line(account_id, reply))
             return EXIT_FAILED
@@ -355,7 +450,7 @@ async def run(settings: SyncCommandSettings, account_id: str, *, full: bool, wai
             await asyncio.wait_for(nc.close(), timeout=5)
 
 
-async def _until_interrupted(aw: Any) -> JobState | None:
+async def _until_interrupted(aw: Awaitable[T]) -> T | None:
     """``aw``'s result, or None on SIGINT/SIGTERM (the progress bar is closed properly)."""
     task = asyncio.ensure_future(aw)
     loop = asyncio.get_running_loop()

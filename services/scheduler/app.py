@@ -2,8 +2,10 @@
 
 Three background workers share the process:
 
-* ``triggers``: answers ``airbnb.sync.trigger`` requests (queue group ``scheduler``, so
-  replicas share them); every request gets a reply, a job id or an error.
+* ``triggers``: the durable ``scheduler-triggers`` consumer of manual triggers (stream
+  ``AIRBNB_SYNC_TRIGGERS``, which keeps them while no scheduler runs); each one ends in
+  a job or a refusal, recorded in ``airbnb.sync_triggers`` and announced on
+  ``airbnb.triggers.{trigger_id}`` before it is acked.
 * ``accounts``: the durable ``scheduler-accounts`` consumer; an account that appears
   (created, restored, credentials changed, reactivated) gets its backfill at once.
 * ``schedule``: at start, ends the queued jobs of accounts that may no longer be
@@ -31,7 +33,6 @@ from collections.abc import Sequence
 import asyncpg
 from aiohttp import web
 from cronsim import CronSim
-from nats.aio.msg import Msg
 
 from services.scheduler import fanout, leader, store, triggers
 from services.scheduler.plan import (
@@ -50,8 +51,7 @@ from shared.logs import log_context, setup_logging
 from shared.messages import (
     AccountEvent,
     MessageDecodeError,
-    SyncTriggerReply,
-    SyncTriggerRequest,
+    SyncTriggered,
     decode,
     encode,
 )
@@ -64,7 +64,7 @@ log = logging.getLogger("sync_airbnb.scheduler")
 
 SERVICE = "scheduler"
 SETTINGS = web.AppKey("settings", SchedulerSettings)
-TRIGGER_QUEUE = "scheduler"
+TRIGGERS_IN_FLIGHT = 16
 EVENTS_BATCH = 64
 # Redelivery delay of an account event whose handling failed (PostgreSQL away...).
 EVENT_RETRY_DELAY_S = 5.0
@@ -81,62 +81,62 @@ CATCH_UP_AFTER = dt.timedelta(seconds=60)
 # --- manual triggers ----------------------------------------------------------------------
 
 
-async def answer_trigger(app: web.Application, msg: Msg) -> SyncTriggerReply:
-    """The reply to one ``SyncTriggerRequest``; never raises."""
-    try:
-        req = decode(SyncTriggerRequest, msg.data)
-    except MessageDecodeError as exc:
-        return SyncTriggerReply(error="invalid_request", detail=f"Malformed request: {exc}")
-    with log_context(account_id=req.account_id):
+async def handle_triggers(app: web.Application, batch: Sequence[Delivery]) -> None:
+    """Handle durable triggers; each is recorded and announced, then acked. None raises."""
+    for msg in batch:
         try:
-            outcome = await triggers.trigger_sync(
-                app[DB_POOL],
-                app[NATS],
-                app[SETTINGS],
-                req.account_id,
-                full=req.full,
-                trigger="manual",
-                allow_retry=True,
+            trigger = decode(SyncTriggered, msg.data)
+        except MessageDecodeError as exc:
+            await dead_letter(msg, f"undecodable: {exc}", what="sync trigger")
+            continue
+        with log_context(account_id=trigger.account_id):
+            try:
+                reply = await triggers.handle_trigger(
+                    app[DB_POOL], app[NATS], app[SETTINGS], trigger
+                )
+            except Exception as exc:
+                if msg.deliveries >= topology.MAX_DELIVER:
+                    await dead_letter(msg, f"failed: {exc!r}", what="sync trigger")
+                else:
+                    log.warning("manual trigger not handled (%r); redelivered later", exc)
+                    await msg.nak(EVENT_RETRY_DELAY_S)
+                continue
+            if reply.error:
+                log.info("manual trigger %s refused: %s", trigger.trigger_id, reply.error)
+            else:
+                log.info("manual trigger %s: job %s", trigger.trigger_id, reply.job_id)
+        # Best effort: whoever waits for it also finds it in airbnb.sync_triggers.
+        with contextlib.suppress(Exception):
+            await app[NATS].publish(
+                topology.trigger_outcome_subject(trigger.trigger_id), encode(reply)
             )
-        except Exception:
-            log.exception("manual trigger failed")
-            return SyncTriggerReply(
-                error="internal",
-                detail="The scheduler could not queue the sync now; try again shortly.",
-            )
-        if outcome.reply.error:
-            log.info("manual trigger refused: %s", outcome.reply.error)
-        return outcome.reply
+        await msg.ack()
 
 
 async def trigger_worker(app: web.Application, stopping: asyncio.Event) -> None:
-    nc = app[NATS]
-    in_flight: set[asyncio.Task[None]] = set()
+    async def handle(batch: Sequence[Delivery]) -> None:
+        await handle_triggers(app, batch)
 
-    async def handle(msg: Msg) -> None:
-        reply = await answer_trigger(app, msg)
-        if msg.reply:
-            await msg.respond(encode(reply))
-
-    async def on_request(msg: Msg) -> None:
-        # One task per request: a slow one (a big account's INSERT) never holds up others.
-        task = asyncio.create_task(handle(msg))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-
-    sub = await nc.subscribe(topology.SYNC_TRIGGER, queue=TRIGGER_QUEUE, cb=on_request)
-    log.info("answering %s (queue group %s)", topology.SYNC_TRIGGER, TRIGGER_QUEUE)
-    await stopping.wait()
-    with contextlib.suppress(Exception):
-        await sub.unsubscribe()
-    if in_flight:
-        await asyncio.wait(in_flight, timeout=5)
+    worker = PullWorker(
+        app[JETSTREAM],
+        topology.SCHEDULER_TRIGGERS,
+        handle,
+        service=SERVICE,
+        # Batches of one, handled concurrently: a big account's INSERT holds up no other.
+        max_in_flight=TRIGGERS_IN_FLIGHT,
+        batch_max=1,
+        heartbeat_s=topology.heartbeat_interval(app[SETTINGS].jetstream_ack_wait_s),
+        on_stop="finish",
+        what="sync triggers",
+        logger=log,
+    )
+    await worker.run(stopping)
 
 
 # --- account events -----------------------------------------------------------------------
 
 
-async def dead_letter(event: Delivery, reason: str) -> None:
+async def dead_letter(event: Delivery, reason: str, *, what: str = "account event") -> None:
     """Park a message that cannot be handled, with its reason, and stop its redelivery.
 
     A failure to dead-letter is logged and the event nak'ed: it comes back and tries again.
@@ -144,7 +144,7 @@ async def dead_letter(event: Delivery, reason: str) -> None:
     if await event.dead_letter(
         reason, category=reason.split(":", 1)[0], nak_delay=EVENT_RETRY_DELAY_S
     ):
-        log.error("account event sent to the dead-letter stream: %s", reason)
+        log.error("%s sent to the dead-letter stream: %s", what, reason)
 
 
 async def handle_account_event(app: web.Application, event: AccountEvent) -> None:

@@ -21,7 +21,7 @@ from services.scheduler.plan import (
     plan_from_existing,
 )
 from shared.db import Conn
-from shared.messages import EncryptedCredentials
+from shared.messages import EncryptedCredentials, SyncTriggered, SyncTriggerReply
 
 # Matches the partial index accounts_schedulable_idx and docs/data-path.md.
 SCHEDULABLE = "a.is_active AND a.deleted_at IS NULL AND a.credentials_invalid_at IS NULL"
@@ -323,4 +323,44 @@ async def finish_daily_run(
         scrape_day,
         accounts,
         jobs_created,
+    )
+
+
+# --- manual triggers (migrations/0008_sync_triggers.sql) ----------------------------------
+
+
+async def trigger_outcome(conn: Conn, trigger_id: uuid.UUID) -> SyncTriggerReply | None:
+    """What this trigger ended in, if a scheduler handled it already (a redelivery)."""
+    row = await conn.fetchrow(
+        "SELECT t.job_id, t.error, t.detail, j.status FROM airbnb.sync_triggers t"
+        " LEFT JOIN airbnb.sync_jobs j USING (job_id) WHERE t.trigger_id = $1",
+        trigger_id,
+    )
+    if row is None:
+        return None
+    return SyncTriggerReply(
+        trigger_id=trigger_id,
+        job_id=row["job_id"],
+        status=row["status"],
+        error=row["error"],
+        detail=row["detail"],
+    )
+
+
+async def record_trigger(conn: Conn, trigger: SyncTriggered, reply: SyncTriggerReply) -> None:
+    """The first outcome stays: it is the one a client may already have been told."""
+    await conn.execute(
+        """
+        INSERT INTO airbnb.sync_triggers
+            (trigger_id, account_id, full_sync, requested_at, job_id, error, detail)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (trigger_id) DO NOTHING
+        """,
+        trigger.trigger_id,
+        trigger.account_id,
+        trigger.full,
+        trigger.requested_at,
+        reply.job_id,
+        reply.error,
+        reply.detail,
     )

@@ -29,7 +29,7 @@ from services.scheduler.plan import (
 )
 from services.scheduler.publisher import publish_one
 from services.scheduler.settings import SchedulerSettings
-from shared.messages import SyncTriggerReply, SyncTriggerSource
+from shared.messages import SyncTriggered, SyncTriggerReply, SyncTriggerSource
 from shared.metrics import JOBS
 
 log = logging.getLogger("sync_airbnb.scheduler")
@@ -108,3 +108,33 @@ async def trigger_sync(
     return TriggerOutcome(
         SyncTriggerReply(job_id=job.job_id, status=status), created=created, account=acct
     )
+
+
+async def handle_trigger(
+    pool: asyncpg.Pool, nc: NatsClient, settings: SchedulerSettings, trigger: SyncTriggered
+) -> SyncTriggerReply:
+    """One durable manual trigger: its job or refusal, recorded before the message is acked.
+
+    A redelivered trigger (this scheduler died between the record and the ack) answers
+    what it was recorded as, and never makes a second attempt of a job that ended since.
+    Raises when PostgreSQL or JetStream failed: the caller redelivers the trigger.
+    """
+    async with pool.acquire() as conn:
+        handled = await store.trigger_outcome(conn, trigger.trigger_id)
+    if handled is not None:
+        return handled
+    outcome = await trigger_sync(
+        pool,
+        nc,
+        settings,
+        trigger.account_id,
+        full=trigger.full,
+        trigger="manual",
+        allow_retry=True,
+    )
+    reply = outcome.reply.model_copy(update={"trigger_id": trigger.trigger_id})
+    if reply.job_id is None and reply.error is None:
+        reply = reply.model_copy(update={"error": "not_found"})
+    async with pool.acquire() as conn:
+        await store.record_trigger(conn, trigger, reply)
+    return reply

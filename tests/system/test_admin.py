@@ -1,8 +1,10 @@
 """The admin API in process (``aiohttp_client`` over ``create_app``), against the session's
 real PostgreSQL and NATS: every route, its success and each of its error paths.
 
-The scheduler's side of ``airbnb.sync.trigger`` is a small real NATS responder
-(:class:`TriggerResponder`) on the session's server, never a mock.
+The scheduler's side of the durable sync triggers is a small real JetStream consumer
+(:class:`TriggerResponder`, on the scheduler's durable, with the scheduler's own SQL to
+record outcomes) on the session's server, never a mock. A real scheduler process that
+starts after the trigger was sent is tests/system/test_scheduler.py's.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from services.admin.outbox import OutboxRelay
 from services.admin.routes import api_operations
 from services.admin.settings import AdminSettings
 from services.admin.state import ACCOUNTS
+from services.scheduler.store import record_trigger
+from shared import topology
 from shared.airbnb.cookies import parse_cookie_header
 from shared.crypto import CredentialCipher
-from shared.messages import AccountEvent, SyncTriggerReply, SyncTriggerRequest, decode, encode
+from shared.jetstream import Delivery, PullWorker
+from shared.messages import AccountEvent, SyncTriggered, SyncTriggerReply, decode, encode
 from shared.metric_tables import METRIC_TABLES
 from shared.runtime import DB_POOL, NATS
-from shared.topology import ACCOUNT_EVENTS, SYNC_TRIGGER
+from shared.topology import ACCOUNT_EVENTS
 from tests.cookies import (
     ANALYTICS,
     BOT_MANAGER,
@@ -91,31 +96,62 @@ async def client(make_client: ClientFactory) -> TestClient:
 
 
 class TriggerResponder:
-    """Answers airbnb.sync.trigger like the scheduler would, and records what it was asked."""
+    """Handles the durable triggers like the scheduler does: records the outcome (the
+    scheduler's own SQL), announces it on airbnb.triggers.{id}, acks; and records what it
+    was asked. ``reply`` returning None leaves the trigger unhandled (a scheduler failing)."""
 
-    def __init__(self, nc: NatsClient) -> None:
+    def __init__(self, nc: NatsClient, pool: asyncpg.Pool) -> None:
         self.nc = nc
-        self.requests: list[SyncTriggerRequest] = []
-        self.reply: Callable[[SyncTriggerRequest], SyncTriggerReply | None] = lambda r: (
-            SyncTriggerReply(job_id=uuid.uuid4())
+        self.pool = pool
+        self.requests: list[SyncTriggered] = []
+        self.reply: Callable[[SyncTriggered], SyncTriggerReply | None] = lambda r: SyncTriggerReply(
+            job_id=uuid.uuid4(), status="queued"
         )
-        self._sub: Any = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def asked(self, account_id: str) -> list[SyncTriggered]:
+        # The session's stream may still hold other tests' triggers: they come too.
+        return [r for r in self.requests if r.account_id == account_id]
+
+    async def _handle(self, batch: Any) -> None:
+        for msg in batch:
+            assert isinstance(msg, Delivery)
+            trigger = decode(SyncTriggered, msg.data)
+            self.requests.append(trigger)
+            answer = self.reply(trigger)
+            if answer is None:
+                await msg.nak(30)
+                continue
+            answer = answer.model_copy(update={"trigger_id": trigger.trigger_id})
+            async with self.pool.acquire() as conn:
+                await record_trigger(conn, trigger, answer)
+            await self.nc.publish(
+                topology.trigger_outcome_subject(trigger.trigger_id), encode(answer)
+            )
+            await msg.ack()
 
     async def __aenter__(self) -> TriggerResponder:
-        async def handle(msg: Msg) -> None:
-            req = decode(SyncTriggerRequest, msg.data)
-            self.requests.append(req)
-            answer = self.reply(req)
-            if answer is not None:  # None: stay silent, as a hung scheduler would
-                await msg.respond(encode(answer))
-
-        self._sub = await self.nc.subscribe(SYNC_TRIGGER, cb=handle)
-        await self.nc.flush()
+        js = self.nc.jetstream()
+        await topology.provision(js)
+        worker = PullWorker(
+            js,
+            topology.SCHEDULER_TRIGGERS,
+            self._handle,
+            service="test-scheduler",
+            max_in_flight=4,
+            batch_max=1,
+            heartbeat_s=5,
+            on_stop="finish",
+            what="test triggers",
+        )
+        self._task = asyncio.create_task(worker.run(self._stopping))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._sub.unsubscribe()
-        await self.nc.flush()
+        self._stopping.set()
+        assert self._task is not None
+        await asyncio.wait_for(self._task, timeout=10)
 
 
 class EventTap:
@@ -522,6 +558,7 @@ async def test_account_changes_commit_while_nats_is_down_and_are_announced_after
     ]
     sync = await client.post(f"/api/v1/accounts/{aid}/sync", headers=KEY)
     assert (await error_of(sync, 503)).error == "nats_unavailable"
+    assert int(sync.headers["Retry-After"]) > 0
     ready = await client.get("/health/ready")
     assert ready.status == 503 and (await ready.json())["checks"]["nats"] == "down"
     # NATS back (here: a relay with a connection of its own): the two go out, in order.
@@ -732,25 +769,67 @@ async def test_credentials_version_counts_credential_changes_only(
 async def test_sync_trigger(client: TestClient, nc: NatsClient, db: asyncpg.Connection) -> None:
     aid = (await create(client))["account_id"]
     url = f"/api/v1/accounts/{aid}/sync"
-    async with TriggerResponder(nc) as sched:
+
+    # No scheduler at all: the trigger is stored all the same, and pending.
+    started = asyncio.get_running_loop().time()
+    resp = await client.post(url, headers=KEY)  # no body at all
+    assert resp.status == 202, await resp.text()
+    assert asyncio.get_running_loop().time() - started < 3
+    waiting = await resp.json()
+    tid = waiting["trigger_id"]
+    assert resp.headers["Location"] == f"/api/v1/triggers/{tid}"
+    assert {k: waiting[k] for k in ("account_id", "full", "status", "job_id", "links")} == {
+        "account_id": aid,
+        "full": False,
+        "status": "pending",
+        "job_id": None,
+        "links": {"trigger": f"/api/v1/triggers/{tid}", "job": None},
+    }
+    got = await client.get(f"/api/v1/triggers/{tid}", headers=KEY)
+    assert got.status == 200 and await got.json() == waiting
+    for unknown in (uuid.uuid4(), "not-a-uuid"):
+        err = await error_of(await client.get(f"/api/v1/triggers/{unknown}", headers=KEY), 404)
+        assert err.error == "not_found"
+
+    async with TriggerResponder(nc, client.app[DB_POOL]) as sched:
+        # The stored trigger is handled once a scheduler runs, and leads to its job.
+        async def handled() -> bool:
+            return (await (await client.get(f"/api/v1/triggers/{tid}", headers=KEY)).json())[
+                "status"
+            ] != "pending"
+
+        await wait_until(handled, within=10, what="the stored trigger handled")
+        later = await (await client.get(f"/api/v1/triggers/{tid}", headers=KEY)).json()
+        # "queued": this responder's jobs have no row, and a job not found reads queued
+        assert later["status"] == "queued"
+        assert later["job_id"] and later["links"]["job"] == f"/api/v1/syncs/{later['job_id']}"
+        assert later["handled_at"] is not None
+
+        # A running scheduler answers at once: the job id is in the 202 already.
         job = uuid.uuid4()
-        sched.reply = lambda r: SyncTriggerReply(job_id=job)
-        resp = await client.post(url, headers=KEY)  # no body at all
+        sched.reply = lambda r: SyncTriggerReply(job_id=job, status="queued")
+        resp = await client.post(url, headers=KEY)
         assert resp.status == 202, await resp.text()
         body = await resp.json()
-        assert body == {
-            "job_id": str(job),
+        assert {k: body[k] for k in ("account_id", "full", "status", "job_id", "links")} == {
             "account_id": aid,
             "full": False,
-            "status_url": f"/api/v1/syncs/{job}",
+            "status": "queued",
+            "job_id": str(job),
+            "links": {
+                "trigger": f"/api/v1/triggers/{body['trigger_id']}",
+                "job": f"/api/v1/syncs/{job}",
+            },
         }
-        assert resp.headers["Location"] == f"/api/v1/syncs/{job}"
+        assert resp.headers["Location"] == f"/api/v1/triggers/{body['trigger_id']}"
         resp = await client.post(url, json={"full": True}, headers=KEY)
         assert resp.status == 202 and (await resp.json())["full"] is True
-        assert sched.requests == [
-            SyncTriggerRequest(account_id=aid, full=False),
-            SyncTriggerRequest(account_id=aid, full=True),
+        assert [(r.account_id, r.full) for r in sched.asked(aid)] == [
+            (aid, False),
+            (aid, False),
+            (aid, True),
         ]
+        assert len({r.trigger_id for r in sched.asked(aid)}) == 3
         err = await error_of(await client.post(url, json={"full": "yes please"}, headers=KEY), 422)
         assert [f.field for f in err.fields or []] == ["full"]
         err = await error_of(await client.post(url, json={"fulll": True}, headers=KEY), 422)
@@ -760,13 +839,17 @@ async def test_sync_trigger(client: TestClient, nc: NatsClient, db: asyncpg.Conn
         for code, status in (("needs_credentials", 409), ("not_found", 404), ("inactive", 409)):
             sched.reply = lambda r, code=code: SyncTriggerReply(error=code, detail="changed")
             assert (await error_of(await client.post(url, headers=KEY), status)).error == code
-        sched.reply = lambda r: SyncTriggerReply(error="internal", detail="db down")
-        assert (await error_of(await client.post(url, headers=KEY), 503)).error == (
-            "scheduler_error"
-        )
+        refused = sched.asked(aid)[-1].trigger_id
+        got = await (await client.get(f"/api/v1/triggers/{refused}", headers=KEY)).json()
+        assert (got["status"], got["error"], got["job_id"]) == ("refused", "inactive", None)
 
-        # the admin's own checks answer without asking the scheduler
-        asked = len(sched.requests)
+        # a scheduler that fails (PostgreSQL away...): the trigger stays pending, not lost
+        sched.reply = lambda r: None
+        resp = await client.post(url, headers=KEY)
+        assert resp.status == 202 and (await resp.json())["status"] == "pending"
+
+        # the admin's own checks answer without sending a trigger
+        asked = len(sched.asked(aid))
         unknown = await client.post(f"/api/v1/accounts/{new_account_id()}/sync", headers=KEY)
         assert (await error_of(unknown, 404)).error == "not_found"
         await db.execute(
@@ -786,17 +869,9 @@ async def test_sync_trigger(client: TestClient, nc: NatsClient, db: asyncpg.Conn
             aid,
         )
         assert (await error_of(await client.post(url, headers=KEY), 409)).error == "deleted"
-        assert len(sched.requests) == asked
+        await asyncio.sleep(0.5)
+        assert len(sched.asked(aid)) == asked
         await db.execute("UPDATE airbnb.accounts SET deleted_at = NULL WHERE account_id = $1", aid)
-
-        # a scheduler that hears but never answers
-        sched.reply = lambda r: None
-        err = await error_of(await client.post(url, headers=KEY), 503)
-        assert err.error == "scheduler_timeout" and "did not answer" in err.detail
-
-    # nobody listening at all
-    err = await error_of(await client.post(url, headers=KEY), 503)
-    assert err.error == "scheduler_unavailable" and "scheduler" in err.detail
 
 
 # --- jobs ---------------------------------------------------------------------------------------

@@ -28,10 +28,11 @@ from shared import topology
 from shared.crypto import CredentialCipher
 from shared.messages import (
     AccountEvent,
+    DeadLetter,
     MessageDecodeError,
     SyncRequest,
+    SyncTriggered,
     SyncTriggerReply,
-    SyncTriggerRequest,
     decode,
     encode,
 )
@@ -164,10 +165,45 @@ async def insert_account(
     return account_id
 
 
-async def trigger(nc: NatsClient, account_id: str, *, full: bool = False) -> SyncTriggerReply:
-    req = SyncTriggerRequest(account_id=account_id, full=full)
-    msg = await nc.request(topology.SYNC_TRIGGER, encode(req), timeout=10)
-    return decode(SyncTriggerReply, msg.data)
+def new_trigger(account_id: str, *, full: bool = False) -> SyncTriggered:
+    return SyncTriggered(
+        trigger_id=uuid.uuid4(),
+        account_id=account_id,
+        full=full,
+        requested_at=dt.datetime.now(dt.UTC),
+    )
+
+
+async def send_trigger(nc: NatsClient, trigger: SyncTriggered | bytes, trigger_id: object) -> None:
+    """Store a trigger (or any bytes) in JetStream, as the admin and `sync` do; a second
+    send of one trigger gets a message id of its own, so JetStream keeps it too."""
+    await nc.jetstream().publish(
+        topology.sync_trigger_subject(trigger_id),
+        trigger if isinstance(trigger, bytes) else encode(trigger),
+        timeout=5,
+        headers={"Nats-Msg-Id": f"{topology.sync_trigger_msg_id(trigger_id)}:{uuid.uuid4()}"},
+    )
+
+
+async def trigger(
+    nc: NatsClient, account_id: str, *, full: bool = False, again: SyncTriggered | None = None
+) -> SyncTriggerReply:
+    """A durable trigger (``again``: this one, once more), and the scheduler's outcome as
+    announced on airbnb.triggers.{id}."""
+    sent = again or new_trigger(account_id, full=full)
+    sub = await nc.subscribe(topology.trigger_outcome_subject(sent.trigger_id), max_msgs=1)
+    await nc.flush()
+    await send_trigger(nc, sent, sent.trigger_id)
+    msg = await sub.next_msg(timeout=10)
+    reply = decode(SyncTriggerReply, msg.data)
+    assert reply.trigger_id == sent.trigger_id
+    return reply
+
+
+async def recorded_trigger(conn: asyncpg.Connection, trigger_id: object) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM airbnb.sync_triggers WHERE trigger_id = $1", trigger_id
+    )
 
 
 async def stream_requests(
@@ -298,10 +334,30 @@ async def test_refusals_and_malformed_requests_are_answered(
         reply = await trigger(nc, account_id)
         assert (reply.job_id, reply.error) == (None, error), account_id
         assert reply.detail and reply.detail.endswith(".")
-    for body in (b"not json", b'{"full": true}', b'{"account_id": "1", "extra": 1}'):
-        msg = await nc.request(topology.SYNC_TRIGGER, body, timeout=10)
-        reply = decode(SyncTriggerReply, msg.data)
-        assert reply.error == "invalid_request" and reply.detail, body
+        # recorded, so GET /api/v1/triggers/{id} answers it after the stream let it go
+        row = await recorded_trigger(sdb, reply.trigger_id)
+        assert row is not None and (row["account_id"], row["error"]) == (account_id, error)
+    # Malformed triggers go to the dead letters, and the next good one is handled.
+    parked: list[DeadLetter] = []
+
+    async def on_dead_letter(msg: Any) -> None:
+        parked.append(decode(DeadLetter, msg.data))
+
+    dl_sub = await nc.subscribe(topology.dead_letter_subject("scheduler"), cb=on_dead_letter)
+    await nc.flush()
+    bodies = (b"not json", b'{"full": true}', b'{"account_id": "1", "extra": 1}')
+    malformed = [uuid.uuid4() for _ in bodies]
+    for body, tid in zip(bodies, malformed, strict=True):
+        await send_trigger(nc, body, tid)
+    assert (await trigger(nc, new_account_id())).error == "not_found"
+
+    async def all_parked() -> bool:
+        subjects = {d.subject for d in parked}
+        return all(topology.sync_trigger_subject(t) in subjects for t in malformed)
+
+    await wait_until(all_parked, within=10, what="the malformed triggers dead-lettered")
+    await dl_sub.unsubscribe()
+    assert all(d.reason.startswith("undecodable") for d in parked)
     for account_id in (deleted, inactive, marked):
         assert await jobs_of(sdb, account_id) == []
     assert await requests_for(js, {deleted, inactive, marked}) == []
@@ -317,10 +373,15 @@ async def test_manual_trigger_after_a_failed_day_gets_a_new_attempt(
 ) -> None:
     account = await insert_account(sdb, cipher, last_sync_at=dt.datetime(2025, 7, 1, tzinfo=dt.UTC))
     proc = start_scheduler()
-    first = await trigger(nc, account)
+    first_sent = new_trigger(account)
+    first = await trigger(nc, account, again=first_sent)
     await sdb.execute(
         "UPDATE airbnb.sync_jobs SET status = 'failed' WHERE job_id = $1", first.job_id
     )
+    # The same trigger delivered again (its scheduler died before the ack): what it was
+    # recorded as, not a new attempt of the day that failed since.
+    again = await trigger(nc, account, again=first_sent)
+    assert (again.job_id, again.status) == (first.job_id, "failed")
     retries = await asyncio.gather(trigger(nc, account), trigger(nc, account))
     assert len({r.job_id for r in retries}) == 1
     retry = retries[0].job_id
@@ -831,3 +892,63 @@ async def test_an_account_event_whose_ack_fails_is_redelivered_and_the_scheduler
     await wait_ready(port)
     assert proc.terminate(timeout=10) == 0
     await topology.provision(js)  # the consumers' ack_wait back to the default
+
+
+async def test_a_trigger_sent_while_the_scheduler_is_stopped_ends_in_a_job_after_its_restart(
+    start_scheduler: Callable[..., ServiceProcess],
+    aiohttp_client: Callable[..., Any],
+    base_env: dict[str, str],
+    sched_db_url: str,
+    js: JetStreamContext,
+    sdb: asyncpg.Connection,
+    cipher: CredentialCipher,
+) -> None:
+    """Issue 13, item 2: the admin's trigger is durable. The scheduler is stopped, the
+    trigger is answered 202 with a URL to follow, and the scheduler started 20 s later
+    turns it into a job the client follows to (queued, its request in the stream)."""
+    from services.admin.app import create_app
+    from services.admin.settings import AdminSettings
+
+    key = {"X-API-Key": base_env["ADMIN_API_KEYS"].split(",")[0]}
+    account = await insert_account(sdb, cipher, last_sync_at=dt.datetime(2025, 7, 1, tzinfo=dt.UTC))
+    proc = start_scheduler()
+    assert proc.terminate(timeout=10) == 0  # stopped: nothing handles triggers now
+
+    settings = AdminSettings(**{**base_env, "DATABASE_URL": sched_db_url})  # type: ignore[arg-type]
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post(f"/api/v1/accounts/{account}/sync", headers=key)
+    assert resp.status == 202, await resp.text()
+    accepted = await resp.json()
+    assert accepted["status"] == "pending" and accepted["job_id"] is None
+    follow = resp.headers["Location"]
+    assert follow == f"/api/v1/triggers/{accepted['trigger_id']}" == accepted["links"]["trigger"]
+
+    await asyncio.sleep(20)
+    still = await (await client.get(follow, headers=key)).json()
+    assert still["status"] == "pending"
+    assert await jobs_of(sdb, account) == []
+
+    proc = start_scheduler()
+
+    outcome: dict[str, Any] = {}
+
+    async def handled() -> bool:
+        got = await client.get(follow, headers=key)
+        assert got.status == 200, await got.text()
+        outcome.update(await got.json())
+        return outcome["status"] != "pending"
+
+    await wait_until(handled, within=20, what="the stored trigger handled")
+    assert outcome["error"] is None and outcome["job_id"]
+    job = await client.get(outcome["links"]["job"], headers=key)
+    assert job.status == 200, await job.text()
+    job_body = await job.json()
+    assert (job_body["job_id"], job_body["status"], job_body["trigger"]) == (
+        outcome["job_id"],
+        "queued",
+        "manual",
+    )
+    (row,) = await jobs_of(sdb, account)
+    assert str(row["job_id"]) == outcome["job_id"]
+    assert [str(r.job_id) for _, r in await requests_for(js, {account})] == [outcome["job_id"]]
+    assert proc.terminate(timeout=10) == 0

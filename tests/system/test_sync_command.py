@@ -138,3 +138,50 @@ async def test_sync_wait_succeeds_and_an_expired_session_fails_with_the_reason(
     code, out, err = await sync(stack, "987654321")
     assert (code, out) == (1, "")
     assert "refused (not_found)" in err
+
+
+@pytest.mark.slow
+async def test_sync_wait_sent_while_the_scheduler_is_stopped_ends_in_its_job_after_restart(
+    stack: Stack,
+) -> None:
+    """Issue 13, item 2: `sync --wait` stores a durable trigger; the scheduler stopped when
+    it was sent and started 20 s later queues its job, which the command follows to the end."""
+    sim: Simulator = await stack.start_simulator(accounts=1, listings=2, seed=29)
+    (account,) = (a["account_id"] for a in sim.accounts)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await stack.register(conn, sim.accounts)
+        stack.start("writer")
+        stack.start("fetcher")
+        scheduler = stack.start("scheduler")
+        (backfill,) = await wait_for_jobs(conn, [account], scrape_day=TODAY)
+        assert backfill["status"] == "succeeded"
+        assert scheduler.terminate(timeout=10) == 0  # stopped: nothing handles triggers now
+
+        waiting = asyncio.create_task(sync(stack, account, "--wait"))
+        await asyncio.sleep(20)
+        assert not waiting.done()
+        assert [
+            j["job_id"]
+            for j in await conn.fetch(
+                "SELECT job_id FROM airbnb.sync_jobs WHERE account_id = $1", account
+            )
+        ] == [backfill["job_id"]]
+        stack.start("scheduler")
+        code, out, err = await asyncio.wait_for(waiting, timeout=90)
+        assert code == 0, err
+        job_id, summary = out.strip().splitlines()
+        assert re.fullmatch(
+            rf"job {job_id} succeeded: 2 of 2 listings, [\d,]+ rows written", summary
+        )
+        assert "no scheduler has handled trigger" in err  # it said why it was waiting
+        job = await conn.fetchrow(
+            "SELECT * FROM airbnb.sync_jobs WHERE job_id = $1", uuid.UUID(job_id)
+        )
+        assert (job["trigger"], job["kind"]) == ("manual", "incremental")
+        recorded = await conn.fetchval(
+            "SELECT job_id FROM airbnb.sync_triggers WHERE account_id = $1", account
+        )
+        assert str(recorded) == job_id
+    finally:
+        await conn.close()

@@ -191,7 +191,15 @@ async def test_up_runs_the_stack_on_embedded_infrastructure_and_leaves_nothing_b
             assert resp.status == 201, await resp.text()
         async with http.post(f"{api}/accounts/{account['account_id']}/sync", json={}) as resp:
             assert resp.status == 202, await resp.text()
-            job_id = (await resp.json())["job_id"]
+            accepted = await resp.json()
+        # The trigger is durable: followed to its job when the 202 came before the scheduler.
+        job_id = accepted["job_id"]
+        deadline = time.monotonic() + 30
+        while job_id is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            async with http.get(f"{api}/triggers/{accepted['trigger_id']}") as resp:
+                job_id = (await resp.json())["job_id"]
+        assert job_id is not None, accepted
     job = await poll_job(api, key, job_id)
     assert (job["status"], job["kind"], job["listings_succeeded"]) == ("succeeded", "full", 3)
     assert job["rows_written"] > 0

@@ -30,8 +30,8 @@ from shared.messages import (
     MessageDecodeError,
     RowBatch,
     SyncRequest,
+    SyncTriggered,
     SyncTriggerReply,
-    SyncTriggerRequest,
     decode,
     encode,
     to_json,
@@ -53,8 +53,8 @@ CREDENTIALS = EncryptedCredentials(
 
 SAMPLES: list[Message] = [
     AccountEvent(event="updated", account_id="42", credentials_changed=True, at=PARIS),
-    SyncTriggerRequest(account_id="42", full=True),
-    SyncTriggerReply(job_id=PgUUID(str(JOB)), status="running"),
+    SyncTriggered(trigger_id=PgUUID(str(JOB)), account_id="42", full=True, requested_at=PARIS),
+    SyncTriggerReply(trigger_id=JOB, job_id=PgUUID(str(JOB)), status="running"),
     SyncTriggerReply(error="not_found", detail="no account 42"),
     CREDENTIALS,
     SyncRequest(
@@ -148,7 +148,8 @@ def test_every_subject_has_its_model() -> None:
     for table in TABLE_NAMES:
         assert wire.model_for(topology.rows_subject(table)) is RowBatch
     assert wire.model_for(topology.SYNC_REQUESTED) is SyncRequest
-    assert wire.model_for(topology.SYNC_TRIGGER) is SyncTriggerRequest
+    assert wire.model_for(topology.sync_trigger_subject(JOB)) is SyncTriggered
+    assert wire.model_for(topology.trigger_outcome_subject(JOB)) is SyncTriggerReply
     assert wire.model_for(topology.SYNC_PROGRESS) is ListingResult
     assert wire.model_for(topology.SYNC_EVENTS) is JobEvent
     assert wire.model_for(topology.SYNC_CREDENTIALS) is CredentialsRotated
@@ -160,6 +161,7 @@ def test_every_subject_has_its_model() -> None:
     "subject",
     [
         "airbnb.sync.elsewhere",
+        "airbnb.sync.trigger",  # the request/reply of before: triggers are durable now
         "airbnb.accounts.renamed",  # no such account event
         "airbnb.jobs",  # a pattern needs its last token
         f"airbnb.jobs.{JOB}.extra",
