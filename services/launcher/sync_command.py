@@ -58,7 +58,7 @@ from shared.messages import (
     decode,
     encode,
 )
-from shared.settings import NatsSettings, load_settings, validate_database_url
+from shared.settings import NatsSettings, load_settings, nats_servers, validate_database_url
 
 FINAL = FINAL_JOB_STATUSES
 EXIT_FAILED = 1
@@ -182,7 +182,7 @@ async def _connect(url: str) -> NatsClient:
         return None
 
     return await nats.connect(
-        url,
+        servers=nats_servers(url),  # one server, or a cluster's nodes comma-separated
         name="sync-airbnb-sync",
         connect_timeout=3,
         max_reconnect_attempts=5,
