@@ -396,3 +396,98 @@ def unschedulable_reason(account: Account) -> str | None:
     if account.credentials_invalid:
         return "credentials invalid"
     return None
+
+
+# --- retention ----------------------------------------------------------------------------
+
+# A job in one of these states never changes again; queued and running jobs are never
+# deleted, however old (the writer and the fetcher still act on them).
+FINAL_JOB_STATUSES: tuple[JobStatus, ...] = ("succeeded", "partial", "failed")
+# A job's listings go with it (ON DELETE CASCADE): a few to a few dozen rows each, so a
+# statement deletes a tenth as many jobs as it would ledger or metrics rows.
+JOBS_PER_ROW_BATCH = 10
+# On plain PostgreSQL a metrics pass with nothing to delete reads each table whole (no
+# index on ``time``): once a day is enough for a window counted in years.
+METRICS_PASS_EVERY = dt.timedelta(days=1)
+
+_INTERVAL_RE = re.compile(r"^\s*([0-9]{1,4})\s*(day|week|month|year)s?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionTarget:
+    """One table's retention: its rows whose ``age_column`` is before ``cutoff`` go,
+    ``batch`` rows per DELETE (each in its own transaction)."""
+
+    table: str
+    age_column: str
+    cutoff: dt.datetime
+    batch: int
+    final_jobs_only: bool = False
+
+
+def parse_interval(text: str) -> tuple[int, str]:
+    """``"5 years"`` as ``(5, "year")``; ValueError for what PostgreSQL and this do not
+    both read the same way (one number and one of day, week, month, year)."""
+    m = _INTERVAL_RE.match(text)
+    if m is None or int(m.group(1)) < 1:
+        raise ValueError(
+            f"{text!r} is not a retention interval; expected a positive number and one of "
+            "days, weeks, months, years, e.g. '5 years'"
+        )
+    return int(m.group(1)), m.group(2).lower()
+
+
+def subtract_interval(now: dt.datetime, text: str) -> dt.datetime:
+    """``now`` minus an interval of :func:`parse_interval`, calendar months as PostgreSQL
+    counts them (29 February minus a year is 28 February)."""
+    n, unit = parse_interval(text)
+    if unit == "day":
+        return now - dt.timedelta(days=n)
+    if unit == "week":
+        return now - dt.timedelta(weeks=n)
+    months = n * 12 if unit == "year" else n
+    total = now.year * 12 + (now.month - 1) - months
+    year, month = divmod(total, 12)
+    month += 1
+    next_month = dt.date(year + month // 12, month % 12 + 1, 1)
+    last_day = (next_month - dt.timedelta(days=1)).day
+    return now.replace(year=year, month=month, day=min(now.day, last_day))
+
+
+def metrics_pass_due(last: dt.datetime | None, now: dt.datetime) -> bool:
+    return last is None or now - last >= METRICS_PASS_EVERY
+
+
+def retention_plan(
+    now: dt.datetime,
+    *,
+    jobs_days: int,
+    ledger_days: int,
+    metrics_retention: str,
+    batch: int,
+    metrics_tables: Iterable[str] = (),
+) -> list[RetentionTarget]:
+    """What to delete now: final jobs (and their listings) older than ``jobs_days``,
+    ledger rows older than ``ledger_days``, and rows of ``metrics_tables`` (the plain
+    ones: where TimescaleDB is used its retention policy drops chunks) older than
+    ``metrics_retention``. Ledger first: it is the biggest of the bookkeeping."""
+    targets = [
+        RetentionTarget(
+            "airbnb.sync_committed_chunks",
+            "committed_at",
+            now - dt.timedelta(days=ledger_days),
+            batch,
+        ),
+        RetentionTarget(
+            "airbnb.sync_jobs",
+            # end_queued_jobs sets no finished_at; its update did end the job.
+            "coalesce(finished_at, updated_at)",
+            now - dt.timedelta(days=jobs_days),
+            max(1, batch // JOBS_PER_ROW_BATCH),
+            final_jobs_only=True,
+        ),
+    ]
+    metrics_cutoff = subtract_interval(now, metrics_retention)
+    for table in sorted(metrics_tables):
+        targets.append(RetentionTarget(table, "time", metrics_cutoff, batch))
+    return targets

@@ -7,8 +7,10 @@ import os
 import socket
 
 from cronsim import CronSim, CronSimError
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
+from services.scheduler.plan import parse_interval
+from shared import topology
 from shared.airbnb.windows import WindowSettings
 from shared.settings import (
     DatabaseSettings,
@@ -62,6 +64,45 @@ class SchedulerSettings(DatabaseSettings, NatsSettings, HttpListenerSettings, Wi
     scheduler_lease_s: float = Field(
         default=15.0, ge=1, le=600, validation_alias="SCHEDULER_LEASE_S"
     )
+
+    # Retention, applied by the leader (services/scheduler/retention.py) in small batches.
+    # Final jobs with their listings, after this many days (queued/running ones never).
+    retention_jobs_days: int = Field(default=400, ge=1, validation_alias="RETENTION_JOBS_DAYS")
+    # The exactly-once ledger: it must outlive the results stream's max_age, or a replay
+    # of the stream would write batches a second time.
+    retention_ledger_days: int = Field(default=30, ge=1, validation_alias="RETENTION_LEDGER_DAYS")
+    # The metrics on plain PostgreSQL, as TimescaleDB's retention policy does it (one
+    # setting for both unless RETENTION_METRICS is given).
+    retention_metrics: str = Field(
+        default="5 years",
+        validation_alias=AliasChoices(
+            "RETENTION_METRICS", "TIMESCALE_RETENTION", "TIMESCALE_DROP_AFTER"
+        ),
+    )
+    retention_batch_size: int = Field(
+        default=5_000, ge=1, le=100_000, validation_alias="RETENTION_BATCH_SIZE"
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, validation_alias="RETENTION_INTERVAL_S"
+    )
+
+    @field_validator("retention_ledger_days")
+    @classmethod
+    def _ledger_outlives_stream(cls, v: int) -> int:
+        stream_days = (topology.SYNC_RESULTS_STREAM.max_age or 0) / 86_400
+        if v <= stream_days:
+            raise ValueError(
+                f"must be more than the {topology.SYNC_RESULTS_STREAM.name} stream's max_age "
+                f"({stream_days:g} days): a replay of the stream would otherwise write "
+                "batches whose ledger rows are gone a second time"
+            )
+        return v
+
+    @field_validator("retention_metrics")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        parse_interval(v)
+        return v.strip()
 
     @field_validator("schedule_cron")
     @classmethod

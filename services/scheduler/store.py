@@ -14,10 +14,12 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.scheduler.plan import (
+    FINAL_JOB_STATUSES,
     Account,
     DailyRun,
     ExistingJob,
     JobPlan,
+    RetentionTarget,
     plan_from_existing,
 )
 from shared.db import Conn
@@ -364,3 +366,38 @@ async def record_trigger(conn: Conn, trigger: SyncTriggered, reply: SyncTriggerR
         reply.error,
         reply.detail,
     )
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+async def plain_metric_tables(conn: Conn, tables: Sequence[str]) -> list[str]:
+    """Those of ``tables`` that are no TimescaleDB hypertable (no retention policy)."""
+    if not await conn.fetchval(
+        "SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL"
+    ):
+        return list(tables)
+    hyper = await conn.fetch(
+        "SELECT hypertable_schema || '.' || hypertable_name AS name "
+        "FROM timescaledb_information.hypertables"
+    )
+    return [t for t in tables if t not in {r["name"] for r in hyper}]
+
+
+async def delete_expired(conn: Conn, target: RetentionTarget) -> int:
+    """Delete one batch of ``target``'s expired rows, in one short transaction.
+
+    By ctid, so that the subselect stops at the batch's last row and the DELETE reads
+    no more than it deletes (``ctid = ANY(ARRAY(...))`` is a TID scan, ``IN`` a join).
+    Table and column come from plan.retention_plan, never from input.
+    """
+    where = f"{target.age_column} < $1"
+    if target.final_jobs_only:
+        where += f" AND status = ANY('{{{','.join(FINAL_JOB_STATUSES)}}}'::text[])"
+    status = await conn.execute(
+        f"DELETE FROM {target.table} WHERE ctid = ANY(ARRAY("
+        f"SELECT ctid FROM {target.table} WHERE {where} LIMIT $2))",
+        target.cutoff,
+        target.batch,
+    )
+    return int(status.split()[-1])
