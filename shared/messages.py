@@ -243,8 +243,25 @@ class JobUpdate(Message):
 # --- anyone -> dead letters ---------------------------------------------------------------
 
 
+class DeadLetterPayloadRef(Message):
+    """Where the original bytes of a dead letter too large to carry them are kept: the
+    object ``name`` of the JetStream object store ``bucket`` (a work-queue stream deletes
+    the original once it is termed), and the stream and sequence it was delivered from."""
+
+    bucket: str
+    name: str
+    stream: str | None = None
+    stream_sequence: int | None = None
+
+
 class DeadLetter(Message):
-    """airbnb.deadletter.{service}: a message that could not be handled, and why."""
+    """airbnb.deadletter.{service}: a message that could not be handled, and why.
+
+    The original bytes travel inline (``payload``) when the dead letter still fits the
+    server's max_payload with them, and are otherwise kept where ``payload_ref`` says.
+    Either way ``payload_size`` and ``payload_sha256`` describe them. A dead letter of
+    before these fields has the payload inline and none of the others.
+    """
 
     service: str
     subject: str
@@ -252,5 +269,8 @@ class DeadLetter(Message):
     deliveries: int
     reason: str
     headers: dict[str, str] = Field(default_factory=dict)
-    payload: str  # the original bytes, base64-encoded
+    payload: str | None = None  # the original bytes, base64-encoded, when they fit
     at: dt.datetime
+    payload_size: int | None = None
+    payload_sha256: str | None = None
+    payload_ref: DeadLetterPayloadRef | None = None

@@ -17,6 +17,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -255,6 +256,18 @@ FETCH_PROGRESS_BUCKET = KeyValueConfig(
 KV_BUCKETS: tuple[KeyValueConfig, ...] = (FETCH_PROGRESS_BUCKET,)
 
 
+# --- object stores ------------------------------------------------------------------------
+
+# The originals of dead letters too large to carry them inline, by the dead letter's
+# message id: kept as long as the dead letters themselves.
+DEAD_LETTER_PAYLOADS_BUCKET = ObjectStoreConfig(
+    bucket="airbnb_dead_letter_payloads",
+    ttl=30 * DAY_S,
+    storage=StorageType.FILE,
+)
+OBJECT_STORES: tuple[ObjectStoreConfig, ...] = (DEAD_LETTER_PAYLOADS_BUCKET,)
+
+
 def fetch_progress_key(job_id: object, listing_id: str) -> str:
     return f"{job_id}.{listing_id}"
 
@@ -339,25 +352,46 @@ async def _provision_bucket(js: JetStreamContext, bucket: KeyValueConfig, replic
         raise _placement_error(exc, replicas, f"KV bucket {bucket.bucket}") from None
     # A bucket is the stream KV_<bucket>. Its other settings are left as they are; only its
     # replicas follow the rule of the streams (raised, never lowered).
-    name = f"KV_{bucket.bucket}"
+    await _raise_bucket_replicas(js, f"KV_{bucket.bucket}", f"KV bucket {bucket.bucket}", replicas)
+
+
+async def _raise_bucket_replicas(js: JetStreamContext, name: str, what: str, replicas: int) -> None:
     config = (await js.stream_info(name)).config
     warning = replicas_kept_warning(name, replicas, config.num_replicas)
     if warning:
         log.warning(warning)
     target = replicas_to_apply(replicas, config.num_replicas)
     if target == (config.num_replicas or 1):
-        log.info("KV bucket %s exists with another config; left as it is", bucket.bucket)
+        log.info("%s exists with another config; left as it is", what)
         return
     try:
         await js.update_stream(dataclasses.replace(config, num_replicas=target))
     except APIError as exc:
-        raise _placement_error(exc, target, f"KV bucket {bucket.bucket}") from None
+        raise _placement_error(exc, target, what) from None
+
+
+async def _provision_object_store(
+    js: JetStreamContext, store: ObjectStoreConfig, replicas: int
+) -> None:
+    assert store.bucket
+    try:
+        await js.create_object_store(store.bucket, dataclasses.replace(store, replicas=replicas))
+        return
+    except BadRequestError:
+        pass
+    except APIError as exc:
+        raise _placement_error(exc, replicas, f"object store {store.bucket}") from None
+    # An object store is the stream OBJ_<bucket>: its replicas follow the rule of the streams.
+    await _raise_bucket_replicas(
+        js, f"OBJ_{store.bucket}", f"object store {store.bucket}", replicas
+    )
 
 
 async def provision(
     js: JetStreamContext, *, ack_wait_s: float | None = None, replicas: int = 1
 ) -> None:
-    """Create or update every stream, consumer and bucket; never delete anything.
+    """Create or update every stream, consumer, KV bucket and object store; never delete
+    anything.
 
     ``ack_wait_s`` (JETSTREAM_ACK_WAIT_S) replaces the consumers' ack_wait; every
     service of one deployment must agree on it, or each start flips it back.
@@ -385,3 +419,5 @@ async def provision(
         await js.add_consumer(consumer.stream, config)
     for bucket in KV_BUCKETS:
         await _provision_bucket(js, bucket, replicas)
+    for store in OBJECT_STORES:
+        await _provision_object_store(js, store, replicas)

@@ -78,13 +78,10 @@ async def give_up(deps: SyncDeps, flight: Delivery, req: SyncRequest, reason: st
         await send_to_dead_letters(deps.js, SERVICE, flight.msg, reason, category="sync_failed")
     except Exception as exc:
         log.error("could not report the failed sync: %s", describe_error(exc))
-        deliveries = flight.deliveries
-        if deliveries < topology.MAX_DELIVER:
-            # Not lost: the next delivery fails again and tries to report it again.
-            delay = redelivery_delay(deps.settings, deliveries)
-            await flight.nak(delay)
-        else:
-            await flight.term()
+        # Not lost: the next delivery fails again and tries to report it again. After the
+        # last one JetStream offers it no more, and the nak (not a term) keeps it in the
+        # work queue, where an operator still finds it.
+        await flight.nak(redelivery_delay(deps.settings, flight.deliveries))
 
 
 def redelivery_delay(settings: FetcherSettings, deliveries: int) -> float:

@@ -7,6 +7,11 @@ from pydantic import Field, ValidationInfo, field_validator
 from shared.settings import AirbnbSettings, HttpListenerSettings, NatsSettings, SecretSettings
 
 KIB = 1024
+# The largest FETCHER_CHUNK_MAX_BYTES: a chunk's dead letter carries it inline as base64
+# (4/3: 960 KiB), and the reason, headers and envelope fit in the rest of NATS's default
+# 1 MiB max_payload. A server with a smaller limit gets smaller chunks (``chunk_limit``),
+# whose dead letters keep them by reference when they no longer fit inline.
+CHUNK_MAX_BYTES_CAP = 720 * KIB
 
 
 class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListenerSettings):
@@ -20,7 +25,6 @@ class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListener
     fetcher_chunk_max_bytes: int = Field(
         default=512 * KIB,
         ge=4 * KIB,
-        le=64 * 1024 * KIB,
         validation_alias="FETCHER_CHUNK_MAX_BYTES",
     )
     # A sync that fails as a whole (ListingsSectionQuery keeps failing, NATS unavailable) is
@@ -31,6 +35,16 @@ class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListener
     fetcher_heartbeat_s: float = Field(
         default=15.0, gt=0, le=30, validation_alias="FETCHER_HEARTBEAT_S"
     )
+
+    @field_validator("fetcher_chunk_max_bytes")
+    @classmethod
+    def _chunk_fits_a_dead_letter(cls, v: int) -> int:
+        if v > CHUNK_MAX_BYTES_CAP:
+            raise ValueError(
+                f"must be at most {CHUNK_MAX_BYTES_CAP} ({CHUNK_MAX_BYTES_CAP // KIB} KiB), "
+                "so that a chunk's dead letter can carry it"
+            )
+        return v
 
     @field_validator("fetcher_retry_cap_s")
     @classmethod

@@ -31,6 +31,9 @@ async def test_provision_is_idempotent_and_keeps_data(nc: NatsClient) -> None:
     kv = await js.key_value(topology.FETCH_PROGRESS_BUCKET.bucket)
     await kv.put("probe", b"1")
     assert (await kv.get("probe")).value == b"1"
+    store = await js.object_store(topology.DEAD_LETTER_PAYLOADS_BUCKET.bucket or "")
+    await store.put("probe", b"1")
+    assert (await store.get("probe")).data == b"1"
 
 
 async def test_provision_updates_a_changed_config(nc: NatsClient) -> None:

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.slow
 
 REPLICAS = 3
 KV_STREAM = f"KV_{topology.FETCH_PROGRESS_BUCKET.bucket}"
-STREAM_NAMES = [*(topology._name(s) for s in topology.STREAMS), KV_STREAM]
+OBJ_STREAMS = [f"OBJ_{store.bucket}" for store in topology.OBJECT_STORES]
+STREAM_NAMES = [*(topology._name(s) for s in topology.STREAMS), KV_STREAM, *OBJ_STREAMS]
 
 
 @pytest.fixture

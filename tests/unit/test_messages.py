@@ -22,6 +22,7 @@ from shared.messages import (
     AccountEventName,
     CredentialsRotated,
     DeadLetter,
+    DeadLetterPayloadRef,
     EncryptedCredentials,
     JobEvent,
     JobUpdate,
@@ -109,6 +110,23 @@ SAMPLES: list[Message] = [
         listings_reported=9,
         at=UTC_NOW,
     ),
+    DeadLetter(
+        service="scheduler",
+        subject=topology.account_event_subject("created"),
+        stream_sequence=3,
+        deliveries=1,
+        reason="undecodable: é",
+        at=UTC_NOW,
+        payload_size=900_000,
+        payload_sha256="0" * 64,
+        payload_ref=DeadLetterPayloadRef(
+            bucket="airbnb_dead_letter_payloads",
+            name="deadletter:scheduler:AIRBNB_ACCOUNTS:3",
+            stream="AIRBNB_ACCOUNTS",
+            stream_sequence=3,
+        ),
+    ),
+    DeadLetterPayloadRef(bucket="airbnb_dead_letter_payloads", name="deadletter:x:1"),
 ]
 
 
