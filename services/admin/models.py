@@ -32,7 +32,9 @@ from pydantic_core import PydanticCustomError
 from shared.messages import JobStatus, SyncKind
 from shared.metric_tables import TableName
 
-ACCOUNT_ID_PATTERN = r"^[0-9]{1,32}$"
+# Airbnb's user ids are positive integers written without leading zeros: "0007" and "7"
+# would be two accounts of one host, and "0" is no host at all.
+ACCOUNT_ID_PATTERN = r"^[1-9][0-9]{0,31}$"
 # Printable ASCII, no leading or trailing space.
 PRINTABLE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$"
 # A Cookie header (printable ASCII) holding a non-empty `_user_attributes` cookie, which
@@ -50,7 +52,7 @@ MAX_COOKIE_ITEMS = 200
 
 # What a 422 says instead of pydantic's "String should match pattern '...'"; keyed by field.
 PATTERN_HINTS: dict[str, str] = {
-    "account_id": "must be 1 to 32 digits",
+    "account_id": "must be Airbnb's numeric user id: 1 to 32 digits, not starting with 0",
     "airbnb_cookie": "must be a Cookie header (printable ASCII) holding the _user_attributes "
     "cookie with a value, or a list of {name, value} objects",
     "name": "must be a cookie name: printable ASCII without spaces, '=' or ';'",

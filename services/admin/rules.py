@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.admin.errors import ApiError, conflict, field_error
-from services.admin.models import MAX_COOKIE_HEADER, AccountPatch, CookieItem
+from services.admin.models import AccountPatch, CookieItem
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher, CredentialsError
 from shared.messages import AccountEventName
@@ -83,18 +83,12 @@ def intake_cookie(value: str | list[CookieItem], account_id: str) -> str:
     given: str | list[dict[str, str]] = (
         value if isinstance(value, str) else [{"name": c.name, "value": c.value} for c in value]
     )
+    # The intake also bounds what is stored (cookies.MAX_STORED_COOKIE), whichever form
+    # the cookies came in: the list form's bounds are per cookie.
     try:
-        stored = cookies.intake(given, account_id)
+        return cookies.intake(given, account_id)
     except cookies.CookieIntakeError as exc:
         raise field_error("airbnb_cookie", str(exc), "cookie_intake") from None
-    if len(stored) > MAX_COOKIE_HEADER:
-        # The list form's bounds are per cookie; what is stored and sent is one header.
-        raise field_error(
-            "airbnb_cookie",
-            f"its auth cookies are longer than {MAX_COOKIE_HEADER} characters as a Cookie header",
-            "cookie_intake",
-        )
-    return stored
 
 
 def cookie_changed(cipher: CredentialCipher, stored_token: str, cookie: str) -> bool:

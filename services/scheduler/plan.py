@@ -36,7 +36,8 @@ from shared.messages import (
     SyncTriggerSource,
 )
 
-ACCOUNT_ID_RE = re.compile(r"^[0-9]{1,32}$")
+# The admin's rule (services/admin/models.py): Airbnb's ids have no leading zero.
+ACCOUNT_ID_RE = re.compile(r"^[1-9][0-9]{0,31}$")
 RETRYABLE: frozenset[str] = frozenset({"failed", "partial"})
 _RETRY_RE = re.compile(r":retry-([0-9]+)$")
 
@@ -185,7 +186,7 @@ def invalid_request(detail: str) -> SyncTriggerReply:
 def check_account_id(account_id: str) -> SyncTriggerReply | None:
     if ACCOUNT_ID_RE.fullmatch(account_id):
         return None
-    return invalid_request("account_id must be 1 to 32 digits.")
+    return invalid_request("account_id must be 1 to 32 digits, not starting with 0.")
 
 
 def event_wants_backfill(event: AccountEvent, *, never_synced: bool) -> bool:

@@ -46,7 +46,10 @@ Environment: ``SYNC_AIRBNB_TODAY`` pins "today" (else the UTC date, read per
 request); ``SIM_FAULTS`` holds the starting fault configuration as JSON;
 ``SIM_SESSION_LIFECYCLE`` ``on`` (default) or ``off``; ``SIM_STATE_DIR`` where the
 session state is kept across restarts (``--state-dir`` wins; unset: memory);
-``SIM_AAJ_ROTATE_EVERY`` (default 5; 0 never rotates on GraphQL answers).
+``SIM_AAJ_ROTATE_EVERY`` (default 5; 0 never rotates on GraphQL answers);
+``SIM_MAX_FIELD_SIZE`` the longest header line it reads, in bytes (default aiohttp's
+8,190, about what Airbnb's front takes): a longer one is answered 400 by aiohttp's own
+parser before any handler runs, as a real server refuses a cookie too large to send.
 """
 
 from __future__ import annotations
@@ -144,6 +147,8 @@ class RequestCounts:
 
 
 WORLD = web.AppKey("world", World)
+# aiohttp's own default, named so the setting's error and the docs agree.
+DEFAULT_MAX_FIELD_SIZE = 8190
 FAULTS = web.AppKey("faults", FaultState)
 COUNTS = web.AppKey("counts", RequestCounts)
 SESSIONS = web.AppKey("sessions", SessionStore)
@@ -576,6 +581,17 @@ def _rotate_every_setting() -> int:
     return value
 
 
+def _max_field_size_setting() -> int:
+    raw = os.environ.get("SIM_MAX_FIELD_SIZE", str(DEFAULT_MAX_FIELD_SIZE))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        die("sync-airbnb simulator: configuration error: SIM_MAX_FIELD_SIZE must be an int >= 1")
+    return value
+
+
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(BaseServiceSettings, "simulator")
     setup_logging("simulator", settings.log_level)
@@ -589,6 +605,7 @@ def main(args: argparse.Namespace) -> int:
             die(f"sync-airbnb simulator: configuration error: SIM_FAULTS {exc}")
     lifecycle = _lifecycle_setting()
     rotate_every = _rotate_every_setting()
+    max_field_size = _max_field_size_setting()
     state_dir: Path | None = args.state_dir or (
         Path(raw_dir) if (raw_dir := os.environ.get("SIM_STATE_DIR")) else None
     )
@@ -625,5 +642,12 @@ def main(args: argparse.Namespace) -> int:
         "simulator settings",
         extra={"lifecycle": lifecycle, "rotate_every": rotate_every, "state_dir": str(state_dir)},
     )
-    web.run_app(app, sock=sock, print=None, access_log=None, ssl_context=ssl_context)
+    web.run_app(
+        app,
+        sock=sock,
+        print=None,
+        access_log=None,
+        ssl_context=ssl_context,
+        max_field_size=max_field_size,
+    )
     return 0

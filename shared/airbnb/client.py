@@ -35,8 +35,9 @@ Behaviour:
   is retried as transient. Out of attempts: ``TransientError``, ``RateLimitedError``
   or ``UnexpectedResponseError`` (malformed JSON).
 - An expired session, in any of its four forms (and a login redirect of the
-  preflight), raises ``AuthError`` at once. Any other 4xx, or a GraphQL error
-  without data, raises ``UnexpectedResponseError`` at once.
+  preflight), raises ``AuthError`` at once. Any other 4xx raises
+  ``RejectedRequestError`` at once (the same request would be refused again); a
+  GraphQL error without data raises ``UnexpectedResponseError`` at once.
 - Each attempt has its own deadline (``timeout_s``).
 - Metrics: every attempt in ``AIRBNB_REQUESTS{operation,status}`` (HTTP status, or
   ``timeout``/``connection_error``; the preflight's operation is ``preflight``) and
@@ -71,6 +72,7 @@ from shared.airbnb import browser, cookies
 from shared.airbnb.errors import (
     AuthError,
     RateLimitedError,
+    RejectedRequestError,
     TransientError,
     UnexpectedResponseError,
 )
@@ -336,6 +338,8 @@ class AirbnbClient:
                     extra={"operation": op, "reason": reason, "account_id": self.account_id},
                 )
                 raise AuthError(f"{op}: Airbnb session expired or rejected ({reason})")
+            if kind is Kind.REJECTED:
+                raise RejectedRequestError(f"{op}: Airbnb refused the request ({reason})")
             if not kind.retryable:
                 raise UnexpectedResponseError(f"{op}: {reason}")
             if n == self.max_attempts:

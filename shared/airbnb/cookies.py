@@ -41,6 +41,14 @@ BOT_MANAGER_COOKIES: tuple[str, ...] = ("ak_bmsc", "bm_sv", "bm_sz", "_abck")
 REQUIRED_AUTH_COOKIES: tuple[str, ...] = ("_airbed_session_id", "_aat", "_user_attributes")
 USER_ATTRIBUTES = "_user_attributes"
 
+# The most a stored auth group may take as a Cookie header. Every request to Airbnb
+# carries it in one header beside the bot-manager cookies of the preflight (1-2 KB), the
+# User-Agent, the client hints and the rest, and web servers refuse a header line or
+# block over about 8 KB (aiohttp's 8,190 bytes; Airbnb's front answers 400): an 8 KB
+# cookie is accepted here and then refused on every request. A real session's auth
+# group is well under 2 KB, so 4 KB leaves room for growth and for the other headers.
+MAX_STORED_COOKIE = 4096
+
 _AUTH = frozenset(AUTH_COOKIES)
 _BOT_MANAGER = frozenset(BOT_MANAGER_COOKIES)
 
@@ -116,8 +124,9 @@ def user_id(cookies: Mapping[str, str]) -> str | None:
 def intake(value: str | Sequence[Mapping[str, Any]], account_id: str) -> str:
     """The auth-group ``Cookie`` string to store for ``account_id``.
 
-    Raises CookieIntakeError when a required auth cookie is missing or empty, or
-    when ``_user_attributes`` names another host (the cookie is someone else's).
+    Raises CookieIntakeError when a required auth cookie is missing or empty, when
+    ``_user_attributes`` names another host (the cookie is someone else's), or when the
+    auth group is longer than :data:`MAX_STORED_COOKIE` (it could never be sent).
     """
     cookies = parse_cookie_header(value) if isinstance(value, str) else from_objects(value)
     auth = auth_only(cookies)
@@ -133,7 +142,15 @@ def intake(value: str | Sequence[Mapping[str, Any]], account_id: str) -> str:
         raise CookieIntakeError(
             "belongs to another Airbnb host: its _user_attributes id_str is not the account_id"
         )
-    return format_cookie_header(auth)
+    stored = format_cookie_header(auth)
+    if len(stored) > MAX_STORED_COOKIE:
+        longest = max(auth, key=lambda name: len(auth[name]))
+        raise CookieIntakeError(
+            f"has auth cookies of {len(stored)} characters as a Cookie header, over the limit "
+            f"of {MAX_STORED_COOKIE} (the longest is {longest}): a request carrying them would "
+            "exceed Airbnb's header size limit, and a logged-in session's are far shorter"
+        )
+    return stored
 
 
 def auth_cookies_of(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

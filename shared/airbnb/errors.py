@@ -23,6 +23,10 @@ class UnexpectedResponseError(AirbnbError):
     """Airbnb answered with a status or body the client does not understand (4xx, not JSON)."""
 
 
+class RejectedRequestError(UnexpectedResponseError):
+    """A 4xx that is neither an expired session nor 429: the same request fails every time."""
+
+
 class MalformedResponseError(AirbnbError):
     """A JSON response that lacks a path the flatteners need."""
 

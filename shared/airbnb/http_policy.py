@@ -10,6 +10,11 @@ of them is :attr:`Kind.AUTH`: HTTP 401 or 403; a JSON body whose
 ``errors[].extensions.errorType`` is ``authentication_required``; a body whose
 ``data.porygon.getPerformanceComponents`` is explicitly ``null``; an HTML login
 page instead of JSON.
+
+Any other 4xx (400, 404, 413, 431...) is :attr:`Kind.REJECTED`: Airbnb refused the
+request as sent (a header block over its size limit, a persisted query it does not
+know), and the same request gets the same answer however often it is sent, so the
+client raises at once and the caller fails the listing or the sync, never retries.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class Kind(enum.Enum):
     RATE_LIMITED = "rate_limited"
     TRANSIENT = "transient"
     MALFORMED = "malformed_json"
+    # A 4xx that is neither an expired session nor 429: permanent for this request.
+    REJECTED = "rejected"
     UNEXPECTED = "unexpected"
 
     @property
@@ -104,6 +111,17 @@ def status_verdict(status: int) -> tuple[Kind, str] | None:
     return None
 
 
+def rejected_verdict(status: int) -> tuple[Kind, str] | None:
+    """A 4xx left once the expired-session forms are ruled out: Airbnb refused the request.
+
+    Asked after :func:`status_verdict` and the body's auth checks, so that 401, 403, 429
+    and an ``authentication_required`` body in a 400 keep their own meaning.
+    """
+    if 400 <= status < 500:
+        return Kind.REJECTED, f"http_{status}"
+    return None
+
+
 def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
     """What one HTTP answer from Airbnb means for the client."""
     if (by_status := status_verdict(status)) is not None:
@@ -115,8 +133,12 @@ def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
     except orjson.JSONDecodeError:
         if 200 <= status < 300:
             return Verdict(Kind.MALFORMED, "malformed_json")
+        if (rejected := rejected_verdict(status)) is not None:
+            return Verdict(rejected[0], f"{rejected[1]} with a body that is not JSON")
         return Verdict(Kind.UNEXPECTED, f"http_{status} with a body that is not JSON")
     if not isinstance(payload, dict):
+        if (rejected := rejected_verdict(status)) is not None:
+            return Verdict(rejected[0], f"{rejected[1]} with a JSON {type(payload).__name__}")
         return Verdict(Kind.UNEXPECTED, f"http_{status} with a JSON {type(payload).__name__}")
     if AUTH_ERROR_TYPE in graphql_error_types(payload):
         return Verdict(Kind.AUTH, AUTH_ERROR_TYPE)
@@ -124,7 +146,8 @@ def classify(status: int, content_type: str | None, body: bytes) -> Verdict:
         return Verdict(Kind.AUTH, "null_components")
     if not 200 <= status < 300:
         detail = graphql_error_messages(payload) or "no error message"
-        return Verdict(Kind.UNEXPECTED, f"http_{status}: {detail}")
+        kind = Kind.REJECTED if rejected_verdict(status) is not None else Kind.UNEXPECTED
+        return Verdict(kind, f"http_{status}: {detail}")
     if payload.get("data") is None:
         detail = graphql_error_messages(payload) or "no data"
         return Verdict(Kind.UNEXPECTED, f"GraphQL error: {detail}")
@@ -172,6 +195,8 @@ def classify_preflight(url: str, status: int, location: str | None) -> Preflight
         return PreflightStep(Kind.AUTH, "login_page")
     if 200 <= status < 300 and path.startswith(LIVE_PREFIX):
         return PreflightStep(Kind.OK, "live")
+    if (rejected := rejected_verdict(status)) is not None:
+        return PreflightStep(rejected[0], f"preflight {rejected[1]} at {path[:80]}")
     return PreflightStep(Kind.UNEXPECTED, f"preflight http_{status} at {path[:80]}")
 
 

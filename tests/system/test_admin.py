@@ -34,7 +34,7 @@ from services.admin.settings import AdminSettings
 from services.admin.state import ACCOUNTS
 from services.scheduler.store import record_trigger
 from shared import topology
-from shared.airbnb.cookies import parse_cookie_header
+from shared.airbnb.cookies import MAX_STORED_COOKIE, parse_cookie_header
 from shared.crypto import CredentialCipher
 from shared.jetstream import Delivery, PullWorker
 from shared.messages import AccountEvent, SyncTriggered, SyncTriggerReply, decode, encode
@@ -379,7 +379,9 @@ async def test_create_validation_names_each_field(client: TestClient) -> None:
         "is_active",
         "cookie",
     }
-    assert fields["account_id"].message == "must be 1 to 32 digits"
+    assert fields["account_id"].message == (
+        "must be Airbnb's numeric user id: 1 to 32 digits, not starting with 0"
+    )
     assert "_user_attributes" in fields["airbnb_cookie"].message
     assert fields["cookie"].type == "extra_forbidden"
     assert "session=only" not in err.model_dump_json()  # the rejected cookie is not echoed
@@ -719,12 +721,12 @@ async def test_list_form_is_bounded_and_typed(client: TestClient) -> None:
         )
         assert [f.field for f in err.fields or []] == ["airbnb_cookie"], cookie
         assert says in (err.fields or [])[0].message, (says, err)
-    # auth cookies longer than a Cookie header may be, once joined
+    # auth cookies longer than the stored limit, once joined
     huge = [{**c, "value": "v" * 4000} if c["name"] in ("_aaj", "bev") else c for c in good]
     huge += [{"name": "_aat", "value": "w" * 4000}]
     err = await error_of(await client.patch(url, json={"airbnb_cookie": huge}, headers=KEY), 422)
     assert [f.field for f in err.fields or []] == ["airbnb_cookie"]
-    assert "8192" in (err.fields or [])[0].message
+    assert f"limit of {MAX_STORED_COOKIE}" in (err.fields or [])[0].message
 
 
 async def test_credentials_version_counts_credential_changes_only(
@@ -1160,7 +1162,7 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
     # documented path params are the handlers' validators
     assert export_params["account_id"]["schema"] == TypeAdapter(
         AccountCreate.model_fields["account_id"].annotation
-    ).json_schema() | {"pattern": "^[0-9]{1,32}$"}
+    ).json_schema() | {"pattern": "^[1-9][0-9]{0,31}$"}
 
     page = await client.get("/docs", headers=KEY)
     html = await page.text()

@@ -9,6 +9,7 @@ from services.admin import rules
 from services.admin.errors import ApiError
 from services.admin.models import AccountPatch, CookieItem
 from services.admin.rules import HeldAccount, TriggerState
+from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from tests.cookies import auth_cookie, browser_cookie
 
@@ -46,6 +47,24 @@ def test_intake_of_another_hosts_cookie_is_a_422_on_airbnb_cookie() -> None:
     [field] = exc.value.fields
     assert (field.field, field.type) == ("airbnb_cookie", "cookie_intake")
     assert "secret-session" not in exc.value.body().model_dump_json()
+
+
+def test_intake_of_auth_cookies_too_long_to_send_is_a_422_naming_the_limit() -> None:
+    # Each cookie within the list form's per-cookie bound; together over the stored limit.
+    filler = "A" * 2500
+    items = [
+        CookieItem(name=n, value=v)
+        for n, v in (p.split("=", 1) for p in auth_cookie(AID).split("; "))
+    ]
+    items += [CookieItem(name="_aat", value=filler), CookieItem(name="hli", value=filler)]
+    with pytest.raises(ApiError) as exc:
+        rules.intake_cookie(items, AID)
+    assert exc.value.status == 422
+    assert exc.value.fields is not None
+    [field] = exc.value.fields
+    assert (field.field, field.type) == ("airbnb_cookie", "cookie_intake")
+    assert str(cookies.MAX_STORED_COOKIE) in field.message
+    assert filler not in exc.value.body().model_dump_json()
 
 
 def test_cookie_changed_compares_plaintexts_and_an_undecryptable_token_counts_as_changed(

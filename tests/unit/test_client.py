@@ -17,7 +17,13 @@ from services.simulator import responses as sim_responses
 from services.simulator.faults import AuthForm
 from shared.airbnb import browser
 from shared.airbnb.client import cookie_domain
-from shared.airbnb.http_policy import Kind, backoff_delay, classify, parse_retry_after
+from shared.airbnb.http_policy import (
+    Kind,
+    backoff_delay,
+    classify,
+    classify_preflight,
+    parse_retry_after,
+)
 
 CHROME_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -106,10 +112,21 @@ LOGIN_HTML = b"<!DOCTYPE html><html><head><title>Log in - Airbnb</title></head><
             400,
             "application/json",
             _json({"errors": [{"message": "PersistedQueryNotFound"}], "data": None}),
-            Kind.UNEXPECTED,
+            Kind.REJECTED,
             "http_400: PersistedQueryNotFound",
         ),
-        (404, "text/html", b"<html>Not found</html>", Kind.UNEXPECTED, None),
+        (404, "text/html", b"<html>Not found</html>", Kind.REJECTED, None),
+        # What aiohttp's parser (and a front like Airbnb's) answers to a header over its limit.
+        (
+            400,
+            "text/plain; charset=utf-8",
+            b"400, message:\n  Got more than 8190 bytes when reading: Header value is too long.",
+            Kind.REJECTED,
+            "http_400 with a body that is not JSON",
+        ),
+        (431, None, b"", Kind.REJECTED, "http_431 with a body that is not JSON"),
+        (413, "application/json", b"[]", Kind.REJECTED, "http_413 with a JSON list"),
+        (400, "application/json", b"{}", Kind.REJECTED, "http_400: no error message"),
         (
             200,
             "application/json",
@@ -127,6 +144,29 @@ def test_classify(
     if reason is not None:
         assert verdict.reason == reason
     assert (verdict.payload is not None) == (kind is Kind.OK)
+
+
+def test_a_rejected_request_is_never_retried() -> None:
+    assert not Kind.REJECTED.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "kind", "reason"),
+    [
+        (400, None, Kind.REJECTED, "preflight http_400 at /hosting/insights"),
+        (431, None, Kind.REJECTED, "preflight http_431 at /hosting/insights"),
+        (404, None, Kind.REJECTED, "preflight http_404 at /hosting/insights"),
+        (401, None, Kind.AUTH, "http_401"),
+        (403, None, Kind.AUTH, "http_403"),
+        (429, None, Kind.RATE_LIMITED, "rate_limited"),
+        (503, None, Kind.TRANSIENT, "http_5xx"),
+        (302, "/login?redirect_url=x", Kind.AUTH, "login_redirect"),
+        (200, None, Kind.OK, "live"),
+    ],
+)
+def test_classify_preflight(status: int, location: str | None, kind: Kind, reason: str) -> None:
+    step = classify_preflight("https://www.airbnb.com/hosting/insights", status, location)
+    assert (step.kind, step.reason) == (kind, reason)
 
 
 @pytest.mark.parametrize("form", list(AuthForm))

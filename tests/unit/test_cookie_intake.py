@@ -82,3 +82,20 @@ def test_list_items_need_string_names_and_values() -> None:
 def test_auth_cookies_of_a_jar() -> None:
     pairs = [("_ga", "1"), ("_aaj", "old"), ("bm_sv", "2"), ("_aat", "t"), ("_aaj", "new")]
     assert cookies.auth_cookies_of(pairs) == {"_aaj": "new", "_aat": "t"}
+
+
+def test_intake_bounds_the_stored_auth_group_but_not_what_it_drops() -> None:
+    base = auth_cookie(HOST)
+    # "; hli=" and the value: exactly at the limit is kept, one character more is refused.
+    room = cookies.MAX_STORED_COOKIE - len(base) - len("; hli=")
+    at_limit = header({**auth_cookies(HOST), "hli": "h" * room})
+    assert len(cookies.intake(at_limit, HOST)) == cookies.MAX_STORED_COOKIE
+    # Analytics and bot-manager cookies are dropped first: only what is stored counts.
+    assert cookies.intake(header({"_ga": "g" * 6000, **auth_cookies(HOST)}), HOST) == base
+    over = header({**auth_cookies(HOST), "hli": "h" * (room + 1)})
+    with pytest.raises(CookieIntakeError) as caught:
+        cookies.intake(over, HOST)
+    message = str(caught.value)
+    assert f"{cookies.MAX_STORED_COOKIE + 1} characters" in message
+    assert f"limit of {cookies.MAX_STORED_COOKIE}" in message and "hli" in message
+    assert "hhhh" not in message and "secret-session" not in message

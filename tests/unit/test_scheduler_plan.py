@@ -161,7 +161,19 @@ class TestRefusal:
 
 
 @pytest.mark.parametrize(
-    ("account_id", "ok"), [("42", True), ("0" * 32, True), ("", False), ("4x2", False)]
+    ("account_id", "ok"),
+    [
+        ("42", True),
+        ("7", True),
+        ("9" * 32, True),
+        ("", False),
+        ("4x2", False),
+        ("9" * 33, False),
+        # Airbnb's ids have no leading zero: "0007" would be a second account of host 7.
+        ("0007", False),
+        ("0" * 32, False),
+        ("0", False),
+    ],
 )
 def test_account_id_must_be_digits(account_id: str, ok: bool) -> None:
     reply = check_account_id(account_id)
