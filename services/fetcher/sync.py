@@ -8,9 +8,9 @@ request message:
 * ``"completed"``: every listing has its KV key; ack.
 * ``"auth_failed"``: ``JobEvent(auth_failed)`` is published; ack, never retry.
 * :class:`PermanentSyncError`: the request itself is unusable (a window Airbnb does
-  not serve); retrying cannot help.
+  not serve, a cookie token no key in SECRET_KEYS decrypts); retrying cannot help.
 * any other exception: a transient failure of the whole sync (ListingsSectionQuery
-  keeps failing, NATS away, the token does not decrypt here); nak with backoff.
+  keeps failing, NATS away); nak with backoff.
 
 Every sync starts with the client's preflight (a page load of the dashboard, which
 keeps the host's session alive the way a browser does; docs/sessions.md). A login
@@ -46,13 +46,13 @@ from services.fetcher.settings import FetcherSettings
 from shared import topology
 from shared.airbnb import cookies
 from shared.airbnb.client import AirbnbClient
-from shared.airbnb.errors import AirbnbError, AuthError, RejectedRequestError
+from shared.airbnb.errors import AirbnbError, AuthError
 from shared.airbnb.flatteners import Listing, flatten_listings_page
 from shared.airbnb.operations import LISTINGS_SECTION
 from shared.airbnb.payloads import listings_section_payload, plan_listing_requests
 from shared.airbnb.pivots import Row
 from shared.airbnb.windows import DateRange, check_servable
-from shared.crypto import CredentialCipher
+from shared.crypto import CredentialCipher, CredentialsError
 from shared.messages import (
     CredentialsRotated,
     JobEvent,
@@ -77,6 +77,19 @@ class PermanentSyncError(Exception):
     """The request can never succeed as it is; the message says why (no secrets)."""
 
 
+# Only the keys can change this (a redelivery decrypts with the same SECRET_KEYS), so
+# the job fails at once instead of after MAX_DELIVER deliveries, and the reason says
+# what the operator does about it.
+UNDECRYPTABLE_TOKEN = (
+    "credentials token cannot be decrypted with any key in SECRET_KEYS: the key it was "
+    "encrypted with is not configured on this fetcher (dropped too early in a key rotation, "
+    "or the services disagree on SECRET_KEYS). Put that key back into SECRET_KEYS (after "
+    "the current first key) on every service, run `sync-airbnb rotate-keys`, and drop the "
+    "old key only once the queued sync requests are fetched (README: Rotating keys); or "
+    "give the account its cookie again (PATCH /api/v1/accounts/{account_id}), then sync it"
+)
+
+
 class ListingsUnavailableError(Exception):
     """ListingsSectionQuery failed; the whole sync is retried later."""
 
@@ -89,16 +102,6 @@ class SyncDeps:
     settings: FetcherSettings
     # The effective RowBatch limit: the setting, or less if the NATS server says so.
     chunk_max_bytes: int
-
-
-def refused(exc: RejectedRequestError) -> str:
-    """Why a sync fails for good when Airbnb refuses the preflight or the listings query.
-
-    A 4xx other than an expired session or 429 answers the same request the same way on
-    every delivery (a cookie too large for Airbnb's header limit is a 400 or 431), so
-    the job fails at once with the status instead of after MAX_DELIVER deliveries.
-    """
-    return f"{exc}; the same request is refused every time, so the sync is not retried"
 
 
 def now() -> dt.datetime:
@@ -157,9 +160,11 @@ def new_client(deps: SyncDeps, req: SyncRequest, cookie: str) -> AirbnbClient:
 
 async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
     window = request_window(req)
-    stored = cookies.auth_only(
-        cookies.parse_cookie_header(deps.cipher.decrypt(req.credentials.cookie_token))
-    )
+    try:
+        cookie = deps.cipher.decrypt(req.credentials.cookie_token)
+    except CredentialsError:
+        raise PermanentSyncError(UNDECRYPTABLE_TOKEN) from None
+    stored = cookies.auth_only(cookies.parse_cookie_header(cookie))
     async with new_client(deps, req, cookies.format_cookie_header(stored)) as client:
         try:
             try:
@@ -167,10 +172,7 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
                 # A redelivery (or a replay) with every listing already published asks
                 # Airbnb nothing, so it loads no page either.
                 if client.cookie_mode == "jar" and not await all_recorded(deps, req, announced):
-                    try:
-                        await client.preflight()
-                    except RejectedRequestError as exc:
-                        raise PermanentSyncError(refused(exc)) from None
+                    await client.preflight()
                 listings = await job_listings(deps, client, req, announced)
                 for listing in listings:
                     await sync_listing(deps, client, req, window, listing)
@@ -276,8 +278,6 @@ async def job_listings(
             page = flatten_listings_page(body)
         except AuthError:
             raise
-        except RejectedRequestError as exc:
-            raise PermanentSyncError(refused(exc)) from None
         except AirbnbError as exc:  # MalformedResponseError included
             raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
         listings = unique_listings(page.listings)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -457,6 +458,43 @@ async def test_a_sync_that_keeps_failing_is_reported_and_dead_lettered(
     assert letter.deliveries == topology.MAX_DELIVER
     counts = await sim.requests(account["account_id"])
     assert counts["ListingsSectionQuery"] == topology.MAX_DELIVER
+
+
+async def test_a_token_no_key_decrypts_fails_the_job_at_the_first_delivery(
+    launcher: ServiceLauncher,
+    start_simulator: StartSimulator,
+    nc: NatsClient,
+    secret_keys: str,
+    seed: int,
+    watch: Callable[[uuid.UUID], Any],
+) -> None:
+    """Only the keys can fix it: no retries, the job fails at once, the reason says what to run."""
+    js = nc.jetstream()
+    sim = await start_simulator(seed=seed, listings=LISTINGS, today=TODAY)
+    account = sim.accounts[0]
+    # Default retry settings: a transient failure would be redelivered far beyond this test.
+    fetcher = start_fetcher(launcher, sim)
+    job_id = uuid.uuid4()
+    results = await watch(job_id)
+    other_key = Fernet.generate_key().decode()
+    seq = await publish_request(js, sync_request(account, other_key, job_id))
+
+    await wait_until(lambda: request_gone(js, seq), within=15, what="the request to be termed")
+    await wait_until(
+        lambda: results.events and results.dead_letters, within=5, what="event and dead letter"
+    )
+    (event,) = results.events
+    assert event.event == "failed"
+    assert event.reason is not None
+    assert "SECRET_KEYS" in event.reason
+    assert "sync-airbnb rotate-keys" in event.reason
+    assert "gave up after" not in event.reason
+    (letter,) = results.dead_letters
+    assert letter.deliveries == 1
+    assert "SECRET_KEYS" in letter.reason
+    assert results.results == [] and results.batches == []
+    assert (await sim.requests(account["account_id"]))["total"] == 0
+    assert account["cookie"] not in fetcher.output()
 
 
 async def test_sigterm_hands_back_the_sync_in_flight_and_exits_cleanly(
