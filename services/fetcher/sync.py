@@ -46,7 +46,7 @@ from services.fetcher.settings import FetcherSettings
 from shared import topology
 from shared.airbnb import cookies
 from shared.airbnb.client import AirbnbClient
-from shared.airbnb.errors import AirbnbError, AuthError
+from shared.airbnb.errors import AirbnbError, AuthError, RejectedRequestError
 from shared.airbnb.flatteners import Listing, flatten_listings_page
 from shared.airbnb.operations import LISTINGS_SECTION
 from shared.airbnb.payloads import listings_section_payload, plan_listing_requests
@@ -102,6 +102,16 @@ class SyncDeps:
     settings: FetcherSettings
     # The effective RowBatch limit: the setting, or less if the NATS server says so.
     chunk_max_bytes: int
+
+
+def refused(exc: RejectedRequestError) -> str:
+    """Why a sync fails for good when Airbnb refuses the preflight or the listings query.
+
+    A 4xx other than an expired session or 429 answers the same request the same way on
+    every delivery (a cookie too large for Airbnb's header limit is a 400 or 431), so
+    the job fails at once with the status instead of after MAX_DELIVER deliveries.
+    """
+    return f"{exc}; the same request is refused every time, so the sync is not retried"
 
 
 def now() -> dt.datetime:
@@ -172,7 +182,10 @@ async def run_sync(deps: SyncDeps, req: SyncRequest) -> SyncOutcome:
                 # A redelivery (or a replay) with every listing already published asks
                 # Airbnb nothing, so it loads no page either.
                 if client.cookie_mode == "jar" and not await all_recorded(deps, req, announced):
-                    await client.preflight()
+                    try:
+                        await client.preflight()
+                    except RejectedRequestError as exc:
+                        raise PermanentSyncError(refused(exc)) from None
                 listings = await job_listings(deps, client, req, announced)
                 for listing in listings:
                     await sync_listing(deps, client, req, window, listing)
@@ -278,6 +291,8 @@ async def job_listings(
             page = flatten_listings_page(body)
         except AuthError:
             raise
+        except RejectedRequestError as exc:
+            raise PermanentSyncError(refused(exc)) from None
         except AirbnbError as exc:  # MalformedResponseError included
             raise ListingsUnavailableError(f"ListingsSectionQuery failed: {exc}") from None
         listings = unique_listings(page.listings)
