@@ -19,18 +19,21 @@ the two encodings equal for every model.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import from_json, to_jsonable_python
 
 from shared.metric_tables import TableName
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: a float field built in Python refuses NaN and inf too (orjson would
+    # write them as null, and decode refuses them on the wire).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class MessageDecodeError(ValueError):
@@ -61,9 +64,54 @@ def encode(message: Message) -> bytes:
     return to_json(message)
 
 
-def decode(model: type[M], data: bytes) -> M:
+def _non_finite(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinite number in parsed JSON, if any."""
+    if type(value) is float:
+        return None if math.isfinite(value) else (".".join(map(str, path)) or "<root>", value)
+    if type(value) is dict:
+        items: Any = value.items()
+    elif type(value) is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _not_json(model: type[Message], data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why orjson refused ``data``, naming the field where it is a non-finite number."""
     try:
-        return model.model_validate_json(data)
+        # pydantic's parser takes NaN, Infinity and 1e999 (as nan and inf), so it finds
+        # the field orjson only gives a character position for.
+        found = _non_finite(from_json(data))
+    except (ValueError, RecursionError):
+        found = None
+    if found is None:
+        return f"{model.__name__}: <root>: Invalid JSON: {exc}"
+    path, value = found
+    return (
+        f"{model.__name__}: {path}: {value} is not a finite number "
+        "(NaN, Infinity and numbers beyond a double's range are not JSON)"
+    )
+
+
+def decode(model: type[M], data: bytes) -> M:
+    """``data`` as ``model``, or MessageDecodeError naming each bad field.
+
+    orjson parses, not pydantic's own parser: that one takes the non-standard NaN,
+    Infinity and 1e999, and the rows of a RowBatch are ``Any``, so nothing would
+    check them; orjson refuses all three, at about the cost of the parse it replaces
+    (then pydantic validates the parsed value, in its Python mode).
+    """
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MessageDecodeError(_not_json(model, data, exc)) from None
+    try:
+        return model.model_validate(parsed)
     except ValidationError as exc:
         raise MessageDecodeError(
             f"{model.__name__}: {exc.error_count()} error(s): "

@@ -121,6 +121,7 @@ class TableCodec:
     # Fast path: what every row needs (all date and timestamp columns are NOT NULL).
     date_indexes: tuple[int, ...]
     bigint_indexes: tuple[int, ...]
+    double_indexes: tuple[int, ...]
     time_index: int
     # The key's date column (metric_date or window_start): within one chunk's account,
     # listing and scrape time, the only part of the key that varies.
@@ -144,6 +145,7 @@ def _codec(table: MetricTable) -> TableCodec:
         key_of=itemgetter(*(index[k] for k in table.key)),
         date_indexes=by_type("date"),
         bigint_indexes=by_type("bigint"),
+        double_indexes=by_type("double precision"),
         time_index=index["time"],
         key_date_index=next(
             index[k] for k in table.key if k not in ("account_id", "airbnb_listing_id", "time")
@@ -216,8 +218,9 @@ def convert_rows(
 
     Dates and timestamps are parsed, ``extra_metrics`` must be an object (None is
     ``{}``; the writer's connections encode it, see store.init_connection), bigint
-    values must be integers (asyncpg would truncate 1.5 to 1). Text and double
-    columns are left to asyncpg's binary encoder, which rejects a wrong type with
+    values must be integers (asyncpg would truncate 1.5 to 1), double values must not
+    be booleans (asyncpg takes True as 1.0). Text and double columns are otherwise
+    left to asyncpg's binary encoder, which rejects a wrong type with
     TypeError at COPY time: checking ~25 values per row here would cost more than
     the rest of the write. Every row must belong to the chunk's account and listing
     and carry its scrape day as ``time``: the ledger counts a chunk once for its
@@ -228,6 +231,7 @@ def convert_rows(
     values_of = codec.values_of
     key_of = codec.key_of
     date_indexes, bigint_indexes = codec.date_indexes, codec.bigint_indexes
+    double_indexes = codec.double_indexes
     time_i, extra_i = codec.time_index, codec.extra_index
     acc_i, lst_i = codec.account_index, codec.listing_index
     parse_date, parse_ts = _parse_date, _parse_timestamptz
@@ -248,6 +252,11 @@ def convert_rows(
             for i in bigint_indexes:
                 v = converted[i]
                 if v is not None and type(v) is not int:
+                    raise TypeError
+            # bool is an int, and asyncpg would store True as 1.0; the cheapest check
+            # that keeps it out (a float or an int goes on to asyncpg's encoder as is).
+            for i in double_indexes:
+                if type(converted[i]) is bool:
                     raise TypeError
             if type(converted[extra_i]) is not dict:
                 raise TypeError

@@ -608,6 +608,72 @@ async def test_bad_messages_go_to_dead_letters_and_the_rest_commit(
     )
 
 
+async def test_non_finite_numbers_and_booleans_are_dead_lettered_naming_the_field(
+    launcher: ServiceLauncher, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    """NaN, Infinity and 1e999 are not JSON, and no metric is a boolean: none is stored."""
+    js = nc.jetstream()
+    account_id, job_id = await new_job(db)
+    messages, expected = sync_messages(account_id, job_id)
+    marker = 0.987654321
+
+    def batch(listing: str, value: Any) -> RowBatch:
+        row = metric_row("chart_query", account_id, listing, 0)
+        return RowBatch(
+            job_id=job_id,
+            account_id=account_id,
+            listing_id=listing,
+            table="chart_query",
+            chunk_no=0,
+            scrape_day=SCRAPE_DAY,
+            rows=[row, {**metric_row("chart_query", account_id, listing, 1), **value}],
+        )
+
+    subject = topology.rows_subject("chart_query")
+    # orjson writes none of the three (NaN becomes null), so the bytes are edited after.
+    literals = {"L-nan": b"NaN", "L-inf": b"-Infinity", "L-big": b"1e999"}
+    bad = {
+        listing: encode(batch(listing, {"conversion_rate_your_value": marker})).replace(
+            str(marker).encode(), literal
+        )
+        for listing, literal in literals.items()
+    }
+    bad["L-bool"] = encode(batch("L-bool", {"conversion_rate_similar_value": True}))
+    await topology.provision(js)
+    await publish_all(js, messages[:3])
+    for data in bad.values():
+        await js.publish(subject, data)
+    await publish_all(js, messages[3:])
+    start_writer(launcher)
+
+    job = await wait_job_final(db, job_id)
+    assert job["status"] == "succeeded" and job["rows_written"] == 20
+    letters = await dead_letters_about(js, str(job_id), len(bad))
+    by_payload = {base64.b64decode(letter.payload): letter for letter in letters}
+    assert set(by_payload) == set(bad.values())
+    for listing in literals:
+        reason = by_payload[bad[listing]].reason
+        assert "rows.1.conversion_rate_your_value" in reason and "not a finite number" in reason
+    bool_reason = by_payload[bad["L-bool"]].reason
+    assert "row 1: chart_query.conversion_rate_similar_value" in bool_reason
+    assert "True" in bool_reason
+    assert all(letter.subject == subject for letter in letters)
+    # Nothing of the bad batches was written or counted, not even their good first rows.
+    assert len(await metric_rows(db, "chart_query", account_id)) == len(expected["chart_query"])
+    assert not await db.fetchval(
+        "SELECT count(*) FROM airbnb.chart_query"
+        " WHERE account_id = $1 AND airbnb_listing_id = ANY($2::text[])",
+        account_id,
+        list(bad),
+    )
+    assert not await db.fetchval(
+        "SELECT count(*) FROM airbnb.sync_committed_chunks"
+        " WHERE job_id = $1 AND airbnb_listing_id = ANY($2::text[])",
+        job_id,
+        list(bad),
+    )
+
+
 async def test_sigterm_stops_the_writer_cleanly(launcher: ServiceLauncher) -> None:
     writer = start_writer(launcher)
     started = time.monotonic()

@@ -178,6 +178,9 @@ def test_integral_floats_in_count_columns_become_ints() -> None:
         ({"metric_date": None}, "key column"),
         ({"p3_impressions_your_value": 1.5}, "p3_impressions_your_value"),
         ({"p3_impressions_your_value": True}, "p3_impressions_your_value"),
+        # bool is an int: asyncpg would store it as 1.0 in a double column
+        ({"conversion_rate_your_value": True}, "conversion_rate_your_value: .* got True"),
+        ({"conversion_rate_similar_value": False}, "conversion_rate_similar_value"),
         ({"p3_impressions_your_value": "7"}, "p3_impressions_your_value"),
         ({"extra_metrics": [1, 2]}, "extra_metrics"),
         ({"time": "2025-07-11T00:00:00"}, "no time zone"),
