@@ -22,6 +22,8 @@ from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from shared.http_protocol import JsonErrorRunner
+
 log = logging.getLogger("sync_airbnb.runtime")
 
 
@@ -55,7 +57,7 @@ async def _serve(app: web.Application, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, state.stopping.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=state.shutdown_timeout_s)
+    runner = JsonErrorRunner(app, handle_signals=False, shutdown_timeout=state.shutdown_timeout_s)
     not_served = await _start(runner, state, host, port)
     if not_served is not None:
         await runner.cleanup()

@@ -42,5 +42,8 @@ Decisions worth knowing:
   down the change is rolled back and the answer is 503 (no unannounced change).
 - A soft-deleted account must be restored before it can be updated (409).
 - Errors are ``{"error": code, "detail": text, "fields"?: [...]}``; 422 for any bad
-  body or query (invalid JSON included), 404 for a path id that cannot exist.
+  body or query (invalid JSON and a key given twice included), 415 for a body not sent
+  as ``application/json``, 404 for a path id that cannot exist. What aiohttp's parser
+  refuses before routing (501 for an unknown method) is JSON too:
+  shared/http_protocol.py. Every GET route answers HEAD.
 """

@@ -6,19 +6,21 @@ what each route accepts and answers) in routes.py.
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from services.admin.errors import not_found, validation_error
+from services.admin.errors import ApiError, not_found, validation_error
 from services.admin.models import (
     AccountCreate,
     AccountId,
     AccountListQuery,
     AccountPatch,
     ExportQuery,
+    FieldError,
     JobListQuery,
     SyncTriggerBody,
 )
@@ -35,17 +37,117 @@ JOB_ID = TypeAdapter(uuid.UUID)
 
 
 async def parse_body(request: web.Request, model: type[B], *, optional: bool = False) -> B:
-    """The JSON body as ``model``, or a 422 naming each bad field (never echoing a value).
+    """The JSON body as ``model``: 415 unless it is ``application/json``, 422 naming each bad
+    field (never echoing a value), a duplicated key among them.
 
-    ``request.read()`` enforces the app's ``client_max_size`` (413) for chunked bodies.
+    ``request.read()`` enforces the app's ``client_max_size`` (413) for chunked bodies; it
+    reads before the media type is checked so that a body too large is a 413 whatever it is.
     """
     raw = await request.read()
     if optional and not raw.strip():
-        raw = b"{}"
+        return model.model_validate({})
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "the request body must be JSON, sent with Content-Type: application/json",
+        )
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate(decode_json(raw))
     except ValidationError as exc:
         raise validation_error(exc, "body") from None
+
+
+class _Duplicates:
+    """What the object hook saw: the objects (by id) that held a key more than once, each
+    kept alive here so that its id is not reused by a later object."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, list[str]] = {}
+        self._held: list[dict[str, Any]] = []
+
+    def hook(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            dup: dict[str, None] = {}
+            for key, _ in pairs:
+                if key in seen:
+                    dup[key] = None
+                seen.add(key)
+            self.keys[id(obj)] = list(dup)
+            self._held.append(obj)
+        return obj
+
+
+def _paths(root: Any, keys: dict[int, list[str]]) -> list[str]:
+    """The dotted path of each duplicated key, in document order (iterative: the parser
+    allows nesting as deep as the recursion limit, so a recursive walk could overflow)."""
+    out: list[str] = []
+    # (value, its dotted path, whether that path is a duplicated key)
+    stack: list[tuple[Any, str, bool]] = [(root, "", False)]
+    while stack:
+        node, path, duplicated = stack.pop()
+        if duplicated:
+            out.append(path)
+        prefix = f"{path}." if path else ""
+        if isinstance(node, dict):
+            dup = keys.get(id(node), ())
+            stack.extend((v, f"{prefix}{k}", k in dup) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{prefix}{i}", False) for i, v in reversed(list(enumerate(node))))
+    return out
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _invalid_json(message: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        "invalid body: body",
+        fields=[FieldError(field="body", message=message, type="json_invalid")],
+    )
+
+
+def decode_json(raw: bytes) -> Any:
+    """The one JSON parser of request bodies: strict UTF-8 (RFC 8259), no NaN or Infinity,
+    and no key twice in one object (a 422 naming each), which a parser that keeps the last
+    value (pydantic's, orjson, json's default) would accept silently."""
+
+    def no_constant(name: str) -> Any:
+        raise _NotJson(f"Invalid JSON: {name} is not a JSON number")
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_json("the body is not UTF-8") from None
+    dups = _Duplicates()
+    try:
+        value = json.loads(text, object_pairs_hook=dups.hook, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        where = f"at line {exc.lineno} column {exc.colno}"
+        raise _invalid_json(f"Invalid JSON: {exc.msg} {where}") from None
+    except _NotJson as exc:
+        raise _invalid_json(str(exc)) from None
+    except RecursionError:
+        raise _invalid_json("Invalid JSON: nested too deeply") from None
+    except ValueError:  # int() past sys.get_int_max_str_digits()
+        raise _invalid_json("Invalid JSON: a number has too many digits") from None
+    if dups.keys:
+        paths = _paths(value, dups.keys)
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid body: {', '.join(paths)}",
+            fields=[
+                FieldError(field=p, message="the key appears more than once", type="duplicate_key")
+                for p in paths
+            ],
+        )
+    return value
 
 
 def parse_query(request: web.Request, model: type[B]) -> B:

@@ -68,6 +68,7 @@ def _responses_for(op: Operation) -> dict[int, Resp]:
         out.setdefault(403, _error("X-API-Key is not a valid key"))
     if op.body is not None:
         out.setdefault(413, _error("the request body is larger than ADMIN_MAX_BODY_BYTES"))
+        out.setdefault(415, _error("the request body is not sent as application/json"))
     if op.body is not None or op.query is not None:
         out.setdefault(422, _error("the request is invalid; `fields` names each problem"))
     if op.uses_db:

@@ -300,4 +300,8 @@ def public_paths(settings: AdminSettings) -> tuple[str, ...]:
 
 def setup_routes(app: web.Application) -> None:
     for op in api_operations():
-        app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
+        if op.method == "GET":
+            # HEAD on every GET route (RFC 9110 9.3.2), as /health and /metrics have it.
+            app.router.add_get(op.path, op.handler, name=op.operation_id, allow_head=True)
+        else:
+            app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)

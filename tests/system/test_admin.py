@@ -50,7 +50,8 @@ from tests.cookies import (
     browser_cookie,
     header,
 )
-from tests.infra import wait_until
+from tests.infra import ServiceLauncher, wait_until
+from tests.system.test_admin_process import start_admin
 
 KEY = {"X-API-Key": "test-key-1"}
 KEY2 = {"X-API-Key": "test-key-2"}
@@ -306,8 +307,14 @@ async def test_errors_are_json_without_trace(client: TestClient) -> None:
     assert (await error_of(await client.get("/api/v1/nothing", headers=KEY), 404)).error == (
         "not_found"
     )
+    other = await client.post(
+        "/api/v1/accounts", data=b"{}", headers={**KEY, "Content-Type": "x/y"}
+    )
+    assert (await error_of(other, 415)).error == "unsupported_media_type"
     bad = await client.post(
-        "/api/v1/accounts", data=b"\xff\xfe{not json", headers={**KEY, "Content-Type": "x/y"}
+        "/api/v1/accounts",
+        data=b"\xff\xfe{not json",
+        headers={**KEY, "Content-Type": "application/json"},
     )
     err = await error_of(bad, 422)
     assert err.fields and err.fields[0].field == "body" and err.fields[0].type == "json_invalid"
@@ -1177,3 +1184,155 @@ async def test_handlers_are_thin(client: TestClient) -> None:
     assert isinstance(client.app, web.Application)
     names = {r.name for r in client.app.router.routes() if r.name}
     assert names == {op.operation_id for op in api_operations()}
+
+
+# --- HTTP details: HEAD, media type, duplicate keys, what the parser refuses ---------------------
+
+
+async def test_head_answers_every_get_route_as_get_does(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    aid = (await create(client))["account_id"]
+    await seed_metrics(db, aid)
+    export = {"start_date": "2025-01-03", "end_date": "2025-01-07"}
+    concrete = {
+        "{account_id}": aid,
+        "{job_id}": str(uuid.uuid4()),
+        "{trigger_id}": str(uuid.uuid4()),
+    }
+    gets = [op for op in api_operations() if op.method == "GET"]
+    paths = ["/health", "/health/ready", "/metrics"]
+    for op in gets:
+        path = op.path
+        for name, value in concrete.items():
+            path = path.replace(name, value)
+        paths.append(path)
+    assert len(paths) == len(gets) + 3
+    for path in paths:
+        params = export if path.endswith("/metrics/export") else None
+        got = await client.get(path, params=params, headers=KEY)
+        body = await got.read()
+        head = await client.head(path, params=params, headers=KEY)
+        assert head.status == got.status, (path, head.status, got.status)
+        assert head.status in (200, 404), path
+        assert head.content_type == got.content_type, path
+        assert await head.read() == b"" and body, path
+    # the key is checked on HEAD as on GET
+    assert (await client.head("/api/v1/accounts")).status == 401
+    # and HEAD is only ever GET's: not documented apart, not on the other methods' routes
+    resp = await client.head(f"/api/v1/accounts/{aid}/restore", headers=KEY)
+    assert resp.status == 405 and "HEAD" not in resp.headers["Allow"]
+
+
+async def test_a_body_that_is_not_application_json_is_415(client: TestClient) -> None:
+    aid = new_account_id()
+    text = json.dumps(account_body(aid))
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {**KEY, **({"Content-Type": content_type} if content_type else {})}
+        for method, path in (
+            ("POST", "/api/v1/accounts"),
+            ("PATCH", f"/api/v1/accounts/{aid}"),
+            ("POST", f"/api/v1/accounts/{aid}/sync"),
+        ):
+            resp = await client.request(method, path, data=text.encode(), headers=headers)
+            err = await error_of(resp, 415)
+            assert err.error == "unsupported_media_type" and "application/json" in err.detail
+    # nothing was created by the refused bodies
+    assert (await client.get(f"/api/v1/accounts/{aid}", headers=KEY)).status == 404
+    # the media type's parameters do not matter; the sync trigger's body is optional
+    ok = await client.post(
+        "/api/v1/accounts",
+        data=text.encode(),
+        headers={**KEY, "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert ok.status == 201, await ok.text()
+    doc = await (await client.get("/api/v1/openapi.json", headers=KEY)).json()
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            assert ("415" in op["responses"]) == ("requestBody" in op), (method, path)
+
+
+async def test_a_key_given_twice_is_422_naming_it(client: TestClient) -> None:
+    aid = new_account_id()
+    one = json.dumps(account_body(aid))
+    headers = {**KEY, "Content-Type": "application/json"}
+    # the last value would win in pydantic's parser, orjson's and json's default alike
+    twice = one[:-1] + ', "account_id": "12345"}'
+    err = await error_of(await client.post("/api/v1/accounts", data=twice, headers=headers), 422)
+    assert err.error == "validation_error" and err.detail == "invalid body: account_id"
+    assert err.fields and [(f.field, f.type) for f in err.fields] == [
+        ("account_id", "duplicate_key")
+    ]
+    assert "12345" not in err.model_dump_json()
+    # nested (the cookie's list form), each duplicate named by its path
+    items = [json.dumps(i) for i in as_objects(auth_cookie(aid))]
+    items[0] = items[0][:-1] + ', "value": "again"}'
+    nested = json.dumps({"airbnb_cookie": "C"}).replace('"C"', f"[{','.join(items)}]")
+    nested = nested[:-1] + ', "user_agent": "a", "user_agent": "b"}'
+    resp = await client.patch(f"/api/v1/accounts/{aid}", data=nested, headers=headers)
+    err = await error_of(resp, 422)
+    assert err.fields and [f.field for f in err.fields] == ["airbnb_cookie.0.value", "user_agent"]
+    assert SECRET not in err.model_dump_json()
+    assert (await client.get(f"/api/v1/accounts/{aid}", headers=KEY)).status == 404
+    # the one parser still refuses what is not JSON, and what JSON does not allow
+    for raw in (b'{"full": NaN}', b'{"full": true', b"[" * 20_000, b"\xff\xfe{}"):
+        resp = await client.post(f"/api/v1/accounts/{aid}/sync", data=raw, headers=headers)
+        err = await error_of(resp, 422)
+        assert err.fields and [(f.field, f.type) for f in err.fields] == [("body", "json_invalid")]
+
+
+async def _raw_http(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request as raw bytes (what aiohttp's own client would refuse to send), read to
+    the connection's end (each request says Connection: close; an error closes it anyway)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_what_the_parser_refuses_is_answered_as_json(
+    launcher: ServiceLauncher,
+) -> None:
+    """A real process: the protocol that serve() runs is the one answering here."""
+    admin = start_admin(launcher)
+    key = KEY["X-API-Key"].encode()
+
+    def request(line: bytes, *headers: bytes) -> bytes:
+        close = b"Connection: close"
+        return b"\r\n".join([line, b"Host: x", b"X-API-Key: " + key, close, *headers, b"", b""])
+
+    # an unknown method: 501 (RFC 9110 9.1), and so is a method in lower case
+    for method in (b"BREW", b"get", b"FOO-BAR"):
+        status, headers, body = await _raw_http(
+            admin.base, request(method + b" /api/v1/accounts HTTP/1.1")
+        )
+        assert status == 501, (method, body)
+        assert headers["content-type"].startswith("application/json")
+        assert ErrorBody.model_validate_json(body).error == "not_implemented"
+    # a method the parser knows but no route has: the router's 405, with Allow
+    status, headers, body = await _raw_http(admin.base, request(b"PURGE /api/v1/accounts HTTP/1.1"))
+    assert status == 405 and "GET" in headers["allow"]
+    assert ErrorBody.model_validate_json(body).error == "method_not_allowed"
+    # a malformed header: 400, JSON, and the request's bytes are not quoted back nor logged
+    status, headers, body = await _raw_http(
+        admin.base,
+        request(b"GET /api/v1/accounts HTTP/1.1", b"Cookie: " + SECRET.encode() + b"\x01x"),
+    )
+    assert status == 400 and headers["content-type"].startswith("application/json")
+    err = ErrorBody.model_validate_json(body)
+    assert err.error == "bad_request" and SECRET not in err.detail
+    # HEAD through the real protocol too
+    status, headers, body = await _raw_http(admin.base, request(b"HEAD /api/v1/accounts HTTP/1.1"))
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    assert body == b""
+    assert admin.proc.terminate() == 0
+    logs = admin.proc.output()
+    assert "refused a request" in logs and SECRET not in logs and "Traceback" not in logs

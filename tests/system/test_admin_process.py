@@ -40,6 +40,7 @@ from tests.infra import (
 )
 
 KEY = {"X-API-Key": "test-key-2"}
+JSON = "application/json"
 
 
 def new_account_id() -> str:
@@ -266,7 +267,8 @@ async def test_cookie_never_in_plaintext(
         assert await call(http, "POST", "", json={**body, "account_id": "x"}) == 422
         assert await call(http, "POST", "", json={**body, "airbnb_cookie": marker}) == 422
         assert await call(http, "PATCH", f"/{aid}", json={"airbnb_cookie": cookie, "x": 1}) == 422
-        assert await call(http, "POST", "", data=f'{{"airbnb_cookie": "{cookie}"') == 422
+        broken = aiohttp.StringPayload(f'{{"airbnb_cookie": "{cookie}"', content_type=JSON)
+        assert await call(http, "POST", "", data=broken) == 422
         assert await call(http, "POST", "", json={**body, "user_agent": "u" * 9000}) == 413
         assert await call(http, "POST", f"/{aid}/sync", json={"full": True}) == 202
         assert await call(http, "GET", f"/{aid}/syncs") == 200
