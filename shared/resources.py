@@ -20,7 +20,7 @@ from shared import topology
 from shared.backoff import RetryStopped, retry_until
 from shared.db import ConnectionInit, create_pool
 from shared.runtime import DB_POOL, JETSTREAM, NATS, RUNTIME, RuntimeState, StoppedDuringStartup
-from shared.settings import NatsSettings
+from shared.settings import DatabaseSettings, NatsSettings
 
 log = logging.getLogger("sync_airbnb.runtime")
 
@@ -121,17 +121,23 @@ def nats_context(settings: NatsSettings, *, provision: bool = True) -> CleanupCt
     return ctx
 
 
-def db_context(
-    url: str, *, min_size: int = 1, max_size: int = 10, init: ConnectionInit | None = None
-) -> CleanupCtx:
-    """The asyncpg pool as ``app[DB_POOL]``; ``init`` adds a service's per-connection setup."""
+def db_context(settings: DatabaseSettings, *, init: ConnectionInit | None = None) -> CleanupCtx:
+    """The asyncpg pool as ``app[DB_POOL]``, sized and bounded in time by ``settings``;
+    ``init`` adds a service's per-connection setup."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[RUNTIME]
         pool = await _retry_until_stopped(
             state,
             "PostgreSQL",
-            lambda: create_pool(url, min_size=min_size, max_size=max_size, init=init),
+            lambda: create_pool(
+                settings.database_url,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                init=init,
+                statement_timeout_s=settings.db_statement_timeout_s,
+                acquire_timeout_s=settings.db_acquire_timeout_s,
+            ),
         )
         app[DB_POOL] = pool
 

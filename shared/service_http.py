@@ -59,7 +59,10 @@ async def ready(request: web.Request) -> web.Response:
         results[name] = "ok" if ok else "down"
     healthy = all(v == "ok" for v in results.values())
     body = {"status": "ready" if healthy else "not ready", "checks": results}
-    return json_response(body, status=200 if healthy else 503)
+    resp = json_response(body, status=200 if healthy else 503)
+    if not healthy:
+        resp.headers["Retry-After"] = "5"  # like every 503: ask again later, not at once
+    return resp
 
 
 async def metrics(_: web.Request) -> web.Response:

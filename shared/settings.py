@@ -60,6 +60,16 @@ class DatabaseSettings(BaseServiceSettings):
     database_url: str = Field(validation_alias="DATABASE_URL")
     db_pool_min: int = Field(default=1, ge=0, validation_alias="DB_POOL_MIN")
     db_pool_max: int = Field(default=10, ge=1, validation_alias="DB_POOL_MAX")
+    # Bounds on every database wait, so a PostgreSQL that is down or hung is an error
+    # within seconds (the admin answers 503) rather than a request that waits for ever:
+    # each statement (client command_timeout and server statement_timeout), and the wait
+    # for a pool connection, a new connection's connect included.
+    db_statement_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, validation_alias="DB_STATEMENT_TIMEOUT_S"
+    )
+    db_acquire_timeout_s: float = Field(
+        default=5.0, gt=0, le=3600, validation_alias="DB_ACQUIRE_TIMEOUT_S"
+    )
 
     @field_validator("database_url")
     @classmethod

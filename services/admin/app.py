@@ -79,11 +79,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.cleanup_ctx.append(nats_context(settings))
-    app.cleanup_ctx.append(
-        db_context(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
-    )
+    app.cleanup_ctx.append(db_context(settings))
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(worker_context("account-outbox", relay_account_events))
     return app

@@ -46,8 +46,14 @@ def conflict(code: str, detail: str) -> ApiError:
     return ApiError(409, code, detail)
 
 
+# What every 503 asks the client to wait before trying again: a dependency (NATS,
+# PostgreSQL) is away, and a client that retries at once only adds to the load.
+RETRY_AFTER_S = 5
+
+
 def unavailable(code: str, detail: str) -> ApiError:
-    return ApiError(503, code, detail)
+    """The one way to a 503, so that every one carries ``Retry-After``."""
+    return ApiError(503, code, detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _message(err: dict[str, object]) -> str:

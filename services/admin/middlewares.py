@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 from aiohttp import web
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
-from services.admin.errors import ApiError
+from services.admin.errors import ApiError, unavailable
 from services.admin.openapi import API_KEY_HEADER
 from shared.service_http import json_response
 
@@ -25,14 +26,21 @@ log = logging.getLogger("sync_airbnb.admin.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
-# What a database that cannot be reached raises; answered 503, not 500.
+# What a database that cannot be reached, or that no longer answers, raises; answered
+# 503, not 500. OSError covers the socket (FileNotFoundError on a unix socket whose server
+# is stopped, ConnectionRefusedError on TCP) and TimeoutError, which is what the pool's
+# acquire and command timeouts raise (shared.db.create_pool) on a hung server; class 57
+# (operator intervention) covers a server shutting down and statement_timeout.
 _DB_DOWN = (
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
-    ConnectionRefusedError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    OSError,
 )
+# NATS errors a handler left to the middleware; caught first, as nats' TimeoutError is
+# also an OSError.
+_NATS_DOWN = (ConnectionClosedError, NatsTimeoutError, NoServersError)
 
 
 def _code(status: int) -> str:
@@ -51,9 +59,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        resp = json_response(exc.body().model_dump(mode="json", exclude_none=True), exc.status)
-        resp.headers.update(exc.headers)
-        return resp
+        return _render(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -64,15 +70,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if "Allow" in exc.headers:  # 405 must say what is allowed
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
+    except _NATS_DOWN:
+        return _render(unavailable("nats_unavailable", "NATS is not reachable"))
     except _DB_DOWN as exc:
+        # DataError is asyncpg's refusal of a query argument, not an outage.
+        if isinstance(exc, asyncpg.DataError):
+            raise
         log.warning(
             "%s %s: database unavailable (%s)", request.method, request.path, type(exc).__name__
         )
-        return json_response(
-            {"error": "database_unavailable", "detail": "PostgreSQL is not reachable"}, 503
-        )
-    except ConnectionClosedError:
-        return json_response({"error": "nats_unavailable", "detail": "NATS is not reachable"}, 503)
+        return _render(unavailable("database_unavailable", "PostgreSQL is not reachable"))
+
+
+def _render(exc: ApiError) -> web.StreamResponse:
+    resp = json_response(exc.body().model_dump(mode="json", exclude_none=True), exc.status)
+    resp.headers.update(exc.headers)
+    return resp
 
 
 def api_key_auth(keys: Iterable[str], public_paths: Iterable[str]) -> Middleware:

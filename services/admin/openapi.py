@@ -56,6 +56,13 @@ class Operation:
     description: str = ""
 
 
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "seconds to wait before trying again",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
 def _error(description: str) -> Resp:
     return Resp(description, ErrorBody)
 
@@ -144,6 +151,8 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
                 }
             elif resp.content is not None:
                 entry["content"] = resp.content
+            if status == 503:  # every 503 carries it (services.admin.errors.unavailable)
+                entry["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
             item["responses"][str(status)] = entry
         paths.setdefault(op.path, {})[op.method.lower()] = item
 

@@ -58,14 +58,10 @@ log = logging.getLogger("sync_airbnb.admin.syncs")
 OUTCOME_WAIT_S = 2.0
 # The stream of the scheduler's trigger consumer (named there, where it is defined).
 TRIGGERS_STREAM = topology.SCHEDULER_TRIGGERS.stream
-# What a 503 of this module asks the client to wait before trying again.
-RETRY_AFTER_S = 5
 
 
 def nats_unavailable(detail: str) -> ApiError:
-    err = unavailable("nats_unavailable", detail)
-    err.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return err
+    return unavailable("nats_unavailable", detail)
 
 
 def trigger_links(trigger_id: uuid.UUID, job_id: uuid.UUID | None) -> TriggerLinks:

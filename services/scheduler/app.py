@@ -409,11 +409,7 @@ def create_app(settings: SchedulerSettings) -> web.Application:
     app = service_app(SERVICE, shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_context(settings))
-    app.cleanup_ctx.append(
-        db_context(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
-    )
+    app.cleanup_ctx.append(db_context(settings))
     app.cleanup_ctx.append(worker_context("triggers", trigger_worker))
     app.cleanup_ctx.append(worker_context("accounts", accounts_worker))
     app.cleanup_ctx.append(worker_context("schedule", schedule_worker))

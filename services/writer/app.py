@@ -41,14 +41,7 @@ def create_app(settings: WriterSettings) -> web.Application:
     app = service_app("writer", shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_context(settings))
-    app.cleanup_ctx.append(
-        db_context(
-            settings.database_url,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-            init=store.init_connection,
-        )
-    )
+    app.cleanup_ctx.append(db_context(settings, init=store.init_connection))
     app.cleanup_ctx.append(worker_context("consume", consume))
     return app
 

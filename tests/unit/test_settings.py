@@ -82,3 +82,29 @@ def test_airbnb_pacing_jitter_default_and_bounds(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("AIRBNB_PACING_JITTER", bad)
         with pytest.raises(ValidationError):
             AirbnbSettings()
+
+
+def test_database_timeouts_default_within_10_s_and_named_when_bad(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared import db
+    from shared.settings import DatabaseSettings
+
+    for k, v in _admin_env().items():
+        monkeypatch.setenv(k, v)
+    for name in ("DB_STATEMENT_TIMEOUT_S", "DB_ACQUIRE_TIMEOUT_S"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(DatabaseSettings, "admin")
+    assert 0 < settings.db_statement_timeout_s <= 10
+    assert 0 < settings.db_acquire_timeout_s <= 10
+    # a pool made without settings (a benchmark, a script) is bounded alike
+    assert (
+        settings.db_statement_timeout_s,
+        settings.db_acquire_timeout_s,
+    ) == (db.STATEMENT_TIMEOUT_S, db.ACQUIRE_TIMEOUT_S)
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_S", "0")
+    monkeypatch.setenv("DB_ACQUIRE_TIMEOUT_S", "soon")
+    with pytest.raises(SystemExit):
+        load_settings(DatabaseSettings, "admin")
+    err = capsys.readouterr().err
+    assert "DB_STATEMENT_TIMEOUT_S" in err and "DB_ACQUIRE_TIMEOUT_S" in err
