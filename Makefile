@@ -1,6 +1,7 @@
 # Every target builds its own virtualenv from pyproject.toml. The tests also use Debian's
-# tshark (the TLS handshake seen on the wire): `system-deps` installs it where it can (root
-# with apt-get); elsewhere that one test skips and says why.
+# tshark (the TLS handshake seen on the wire) and promtool (package prometheus: the alert
+# rules): `system-deps` installs them where it can (root with apt-get); elsewhere those
+# tests skip and say why.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -30,6 +31,11 @@ system-deps:
 		echo "installing tshark (apt-get)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >/dev/null) \
 			|| echo "tshark could not be installed: tests/system/test_tls_handshake.py will skip"; \
+	fi
+	@if ! command -v promtool >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing promtool (apt-get prometheus)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+			|| echo "prometheus could not be installed: tests/system/test_alert_rules.py will skip"; \
 	fi
 
 test: $(STAMP) lint system-deps
