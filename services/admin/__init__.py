@@ -1,6 +1,7 @@
 """The admin service: the operator's HTTP API (``sync-airbnb admin``).
 
-Routes (all under ``/api/v1`` need ``X-API-Key``; so does ``/docs``, and ``/metrics``
+Routes (all under ``/api/v1`` need ``X-API-Key`` but the OpenAPI document, which with
+``/docs`` (Swagger UI) needs it only when ``ADMIN_DOCS_PUBLIC=false``; ``/metrics`` needs it
 when ``ADMIN_METRICS_PUBLIC=false``; ``/health`` and ``/health/ready`` never do):
 
 ====== =========================================== =======================================
@@ -16,7 +17,7 @@ GET    /api/v1/triggers/{trigger_id}               pending, its job, or the refu
 GET    /api/v1/accounts/{account_id}/syncs         jobs, newest first
 GET    /api/v1/syncs/{job_id}                      one job with its listings
 GET    /api/v1/accounts/{account_id}/metrics/export CSV or JSON, streamed
-GET    /api/v1/openapi.json, /docs                 the OpenAPI 3.1 document, as JSON and HTML
+GET    /api/v1/openapi.json, /docs                 the document, as JSON and Swagger UI
 GET    /health, /health/ready, /metrics            served by shared.service_http
 ====== =========================================== =======================================
 

@@ -73,8 +73,8 @@ def create_app(settings: AdminSettings) -> web.Application:
     app[SETTINGS] = settings
     doc = build_document(all_operations(settings), title="sync-airbnb admin", version=_version())
     app[OPENAPI] = doc
-    app[DOCS_HTML] = render_docs(doc)
     setup_routes(app)
+    app[DOCS_HTML] = render_docs(doc, openapi_url=app.router["openapi"].url_for().path)
     app.on_response_prepare.append(security_headers)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)

@@ -9,6 +9,7 @@ by ``shared.service_http`` for every service; they are only documented here.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 from aiohttp import web
 from pydantic import TypeAdapter
@@ -31,7 +32,13 @@ from services.admin.models import (
     SyncTriggerBody,
     TriggerOut,
 )
-from services.admin.openapi import Operation, Resp
+from services.admin.openapi import (
+    DOCS_ASSETS,
+    DOCS_STATIC,
+    Operation,
+    Resp,
+    swagger_ui_dir,
+)
 from services.admin.settings import AdminSettings
 from shared import service_http
 
@@ -290,12 +297,23 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
     ]
 
 
+# The document holds no secrets, so it and its page need no key unless ADMIN_DOCS_PUBLIC=false.
+DOCS_OPERATIONS = frozenset({"openapi", "docs"})
+
+
 def all_operations(settings: AdminSettings) -> list[Operation]:
-    return [*api_operations(), *runtime_operations(settings)]
+    api = [
+        replace(op, public=settings.admin_docs_public) if op.operation_id in DOCS_OPERATIONS else op
+        for op in api_operations()
+    ]
+    return [*api, *runtime_operations(settings)]
 
 
 def public_paths(settings: AdminSettings) -> tuple[str, ...]:
-    return tuple(op.path for op in all_operations(settings) if op.public)
+    paths = [op.path for op in all_operations(settings) if op.public]
+    if settings.admin_docs_public:
+        paths += [f"{DOCS_STATIC}/{name}" for name in DOCS_ASSETS]
+    return tuple(paths)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -305,3 +323,5 @@ def setup_routes(app: web.Application) -> None:
             app.router.add_get(op.path, op.handler, name=op.operation_id, allow_head=True)
         else:
             app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
+    # Swagger UI's own files for /docs, from the installed wheel.
+    app.router.add_static(DOCS_STATIC, swagger_ui_dir())

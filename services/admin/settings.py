@@ -21,6 +21,9 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     # false (the default): /metrics needs X-API-Key like the API, since the admin is the one
     # service exposed to operators; true opens it for a Prometheus without the key.
     admin_metrics_public: bool = Field(default=False, validation_alias="ADMIN_METRICS_PUBLIC")
+    # true (the default): /docs and /api/v1/openapi.json answer without X-API-Key, since the
+    # document holds no secrets; false puts both (and /docs' assets) behind the key.
+    admin_docs_public: bool = Field(default=True, validation_alias="ADMIN_DOCS_PUBLIC")
     # How long POST /accounts/{id}/sync waits for JetStream to store the trigger (503
     # after it); then it waits up to 2 s of it for the scheduler's job id (pending after).
     sync_trigger_timeout_s: float = Field(

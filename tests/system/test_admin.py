@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from services.admin.app import create_app
 from services.admin.models import AccountCreate, AccountPatch, ErrorBody
+from services.admin.openapi import DOCS_STATIC
 from services.admin.outbox import OutboxRelay
 from services.admin.routes import api_operations
 from services.admin.settings import AdminSettings
@@ -226,8 +227,6 @@ async def test_api_key_is_required_everywhere_but_health(client: TestClient) -> 
         f"/api/v1/accounts/{aid}",
         f"/api/v1/accounts/{aid}/syncs",
         f"/api/v1/syncs/{uuid.uuid4()}",
-        "/api/v1/openapi.json",
-        "/docs",
         "/no/such/route",
     ):
         assert (await error_of(await client.get(path), 401)).error == "missing_api_key"
@@ -257,6 +256,23 @@ async def test_metrics_public_when_configured(make_client: ClientFactory) -> Non
     assert resp.status == 200 and "python_info" in await resp.text()
     doc = await (await client.get("/api/v1/openapi.json", headers=KEY)).json()
     assert doc["paths"]["/metrics"]["get"]["security"] == []  # the document says so too
+
+
+async def test_docs_public_by_default_and_behind_the_key_when_configured(
+    client: TestClient, make_client: ClientFactory
+) -> None:
+    paths = ("/docs", "/api/v1/openapi.json", "/docs/static/swagger-ui-bundle.js")
+    for path in paths:
+        assert (await client.get(path)).status == 200
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    assert doc["paths"]["/docs"]["get"]["security"] == []
+    assert doc["paths"]["/api/v1/openapi.json"]["get"]["security"] == []
+    closed = await make_client(ADMIN_DOCS_PUBLIC="false")
+    for path in paths:
+        assert (await error_of(await closed.get(path), 401)).error == "missing_api_key"
+        assert (await closed.get(path, headers=KEY)).status == 200
+    doc = await (await closed.get("/api/v1/openapi.json", headers=KEY)).json()
+    assert "security" not in doc["paths"]["/docs"]["get"]
 
 
 async def test_body_size_limit(make_client: ClientFactory) -> None:
@@ -1128,11 +1144,12 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
         "in": "header",
         "name": "X-API-Key",
     }
-    # every registered route is documented, with the method it is registered under
+    # every registered route is documented, with the method it is registered under (but
+    # Swagger UI's own files for /docs, which are no operation of the API)
     registered = {
         (r.method.lower(), r.resource.canonical)  # type: ignore[union-attr]
         for r in client.app.router.routes()
-        if r.method != "HEAD"
+        if r.method != "HEAD" and r.resource.canonical != DOCS_STATIC  # type: ignore[union-attr]
     }
     documented = {(m, p) for p, ms in doc["paths"].items() for m in ms}
     assert registered == documented
@@ -1171,12 +1188,14 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
         AccountCreate.model_fields["account_id"].annotation
     ).json_schema() | {"pattern": "^[1-9][0-9]{0,31}$"}
 
-    page = await client.get("/docs", headers=KEY)
+    # /docs is Swagger UI over the document (tests/system/test_docs_browser.py renders it)
+    page = await client.get("/docs")
     html = await page.text()
     assert page.status == 200 and page.content_type == "text/html"
-    for op in api_operations():
-        assert f"id='{op.operation_id}'" in html
-    assert "<script" not in html
+    assert '"url":"/api/v1/openapi.json"' in html
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js"):
+        resp = await client.get(f"/docs/static/{asset}")
+        assert resp.status == 200 and len(await resp.read()) > 1000
 
 
 async def test_handlers_are_thin(client: TestClient) -> None:
