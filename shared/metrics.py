@@ -70,6 +70,21 @@ DEAD_LETTERS = Counter(
     ["service", "reason"],
 )
 JOBS = Counter("sync_airbnb_jobs_total", "Sync job state changes, by resulting status.", ["status"])
+WRITER_PENDING = Gauge(
+    "sync_airbnb_writer_pending_messages",
+    "Row batches in the sync-results stream not yet delivered to any writer (the writer "
+    "consumer's num_pending), as this writer last read it.",
+)
+ACCOUNTS_NEEDING_CREDENTIALS = Gauge(
+    "sync_airbnb_accounts_needing_credentials",
+    "Active accounts whose Airbnb session was rejected (credentials_invalid_at set), as "
+    "the scheduler's leader last counted them; 0 on a scheduler that does not lead.",
+)
+ACCOUNTS_STALE = Gauge(
+    "sync_airbnb_accounts_stale",
+    "Schedulable accounts with no sync for 36 h (never synced: created 36 h ago), as the "
+    "scheduler's leader last counted them; 0 on a scheduler that does not lead.",
+)
 SYNC_REQUESTS_EMITTED = Counter(
     "sync_airbnb_sync_requests_emitted_total",
     "Sync requests the scheduler published, by trigger.",

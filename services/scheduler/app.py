@@ -34,7 +34,7 @@ import asyncpg
 from aiohttp import web
 from cronsim import CronSim
 
-from services.scheduler import fanout, leader, retention, store, triggers
+from services.scheduler import fanout, health_gauges, leader, retention, store, triggers
 from services.scheduler.plan import (
     DailyRun,
     event_wants_backfill,
@@ -346,13 +346,16 @@ async def run_daily_runs(app: web.Application, stopping: asyncio.Event) -> None:
 
 
 async def lead(app: web.Application, conn: asyncpg.Connection, stopping: asyncio.Event) -> None:
-    """Run the daily runs, and retention (``retention.py``), while this scheduler holds
-    the lead (``conn``'s lock)."""
+    """Run the daily runs, retention (``retention.py``) and the account gauges
+    (``health_gauges.py``) while this scheduler holds the lead (``conn``'s lock)."""
     settings = app[SETTINGS]
     runs = asyncio.create_task(run_daily_runs(app, stopping), name="daily-runs")
     watch = asyncio.create_task(leader.watch_lead(conn, settings, stopping), name="lead-watch")
     expire = asyncio.create_task(
         retention.run_retention(app[DB_POOL], settings, stopping), name="retention"
+    )
+    gauges = asyncio.create_task(
+        health_gauges.run_health_gauges(app[DB_POOL], stopping), name="account-gauges"
     )
     try:
         await asyncio.wait({runs, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -370,9 +373,9 @@ async def lead(app: web.Application, conn: asyncpg.Connection, stopping: asyncio
                 settings.scheduler_name,
             )
     finally:
-        for task in (runs, watch, expire):
+        for task in (runs, watch, expire, gauges):
             task.cancel()
-        await asyncio.gather(runs, watch, expire, return_exceptions=True)
+        await asyncio.gather(runs, watch, expire, gauges, return_exceptions=True)
 
 
 async def schedule_worker(app: web.Application, stopping: asyncio.Event) -> None:

@@ -401,3 +401,20 @@ async def delete_expired(conn: Conn, target: RetentionTarget) -> int:
         target.batch,
     )
     return int(status.split()[-1])
+
+
+async def account_health(conn: Conn, stale_before: dt.datetime) -> tuple[int, int]:
+    """(active accounts needing new credentials, schedulable accounts not synced since
+    ``stale_before``; one never synced counts from its creation)."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT count(*) FILTER (WHERE a.is_active AND a.deleted_at IS NULL
+                                  AND a.credentials_invalid_at IS NOT NULL) AS needing,
+               count(*) FILTER (WHERE {SCHEDULABLE}
+                                  AND coalesce(a.last_sync_at, a.created_at) < $1) AS stale
+        FROM airbnb.accounts a
+        """,
+        stale_before,
+    )
+    assert row is not None  # an aggregate always answers one row
+    return int(row["needing"]), int(row["stale"])

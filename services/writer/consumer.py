@@ -23,6 +23,7 @@ neither counted nor logged: it changed nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -42,7 +43,14 @@ from shared.backoff import RetryStopped, capped_backoff, retry_until
 from shared.jetstream import Delivery, PullWorker
 from shared.logs import log_context
 from shared.messages import MessageDecodeError, encode
-from shared.metrics import BATCH_ROWS, COMMIT_SECONDS, CREDENTIAL_ROTATIONS, JOBS, ROWS_WRITTEN
+from shared.metrics import (
+    BATCH_ROWS,
+    COMMIT_SECONDS,
+    CREDENTIAL_ROTATIONS,
+    JOBS,
+    ROWS_WRITTEN,
+    WRITER_PENDING,
+)
 from shared.topology import heartbeat_interval
 
 log = logging.getLogger("sync_airbnb.writer")
@@ -50,6 +58,8 @@ log = logging.getLogger("sync_airbnb.writer")
 SERVICE = "writer"
 # How long one fetch waits for a first message: bounds how late a stop is noticed.
 IDLE_FETCH_S = 1.0
+# How often the writer reads its consumer's pending count (the writer-lag alert's gauge).
+PENDING_EVERY_S = 15.0
 ACQUIRE_TIMEOUT_S = 10.0
 
 ErrorKind = Literal["transient", "permanent", "unknown"]
@@ -161,7 +171,14 @@ class Writer:
             consumer.durable,
             self.settings.writer_batch_max_messages,
         )
-        await worker.run(self.stopping)
+        pending = asyncio.create_task(
+            report_pending(self.js, consumer, self.stopping), name="writer-pending"
+        )
+        try:
+            await worker.run(self.stopping)
+        finally:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -346,3 +363,23 @@ class Writer:
                 await self.nc.publish(topology.job_updates_subject(job_id), encode(update))
             except Exception as exc:  # a progress display missing one update is harmless
                 log.debug("job update not published: %s", _describe(exc))
+
+
+async def report_pending(
+    js: JetStreamContext,
+    consumer: topology.Consumer,
+    stopping: asyncio.Event,
+    *,
+    interval_s: float = PENDING_EVERY_S,
+) -> None:
+    """Set WRITER_PENDING from the consumer's num_pending every ``interval_s`` until
+    ``stopping``; while NATS does not answer, the gauge keeps its last value."""
+    while not stopping.is_set():
+        try:
+            info = await js.consumer_info(consumer.stream, consumer.durable)
+        except Exception as exc:
+            log.debug("consumer info not read (%r)", exc)
+        else:
+            WRITER_PENDING.set(info.num_pending or 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval_s)

@@ -4,10 +4,14 @@ fires it, and the Kubernetes PrometheusRule carries the same groups as alerts.ym
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import REGISTRY
+
+import shared.metrics  # noqa: F401  (registers every metric)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -63,3 +67,14 @@ def test_prometheus_scrapes_every_service_and_loads_the_rules() -> None:
     assert compose["profiles"] == ["observability"]
     mounted = {v.split(":")[0] for v in compose["volumes"]}
     assert {"./deploy/prometheus/prometheus.yml", "./deploy/prometheus/alerts.yml"} <= mounted
+
+
+def test_every_metric_a_rule_reads_is_one_the_services_export() -> None:
+    exported = set()
+    for family in REGISTRY.collect():
+        # A labelled metric with no child yet has no sample; a counter's family drops _total.
+        exported |= {family.name, f"{family.name}_total"}
+        exported |= {sample.name for sample in family.samples}
+    for rule in rules():
+        for name in re.findall(r"\bsync_airbnb_\w+", rule["expr"]):
+            assert name in exported, (rule["alert"], name)
