@@ -49,8 +49,8 @@ from shared.messages import (
     SyncTriggered,
     SyncTriggerReply,
     decode,
-    encode,
 )
+from shared.sync_triggers import new_trigger, store_trigger
 
 log = logging.getLogger("sync_airbnb.admin.syncs")
 
@@ -108,12 +108,7 @@ class SyncTrigger:
 
     async def trigger(self, account_id: str, *, full: bool) -> TriggerOut:
         await self._precheck(account_id)
-        trigger = SyncTriggered(
-            trigger_id=uuid.uuid4(),
-            account_id=account_id,
-            full=full,
-            requested_at=dt.datetime.now(dt.UTC),
-        )
+        trigger = new_trigger(account_id, full=full)
         tid = trigger.trigger_id
         try:
             # Before the publish, so an outcome that comes at once is not missed.
@@ -123,13 +118,7 @@ class SyncTrigger:
             raise nats_unavailable("NATS is not reachable; the sync was not triggered") from None
         try:
             try:
-                await self._js.publish(
-                    topology.sync_trigger_subject(tid),
-                    encode(trigger),
-                    timeout=self._timeout_s,
-                    stream=TRIGGERS_STREAM,
-                    headers={"Nats-Msg-Id": topology.sync_trigger_msg_id(tid)},
-                )
+                await store_trigger(self._js, trigger, timeout_s=self._timeout_s)
             except (NatsError, OSError, TimeoutError) as exc:
                 log.warning("sync trigger for %s not stored: %s", account_id, type(exc).__name__)
                 raise nats_unavailable(

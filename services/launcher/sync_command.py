@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import signal
 import sys
 import time
@@ -56,9 +55,9 @@ from shared.messages import (
     SyncTriggered,
     SyncTriggerReply,
     decode,
-    encode,
 )
 from shared.settings import NatsSettings, load_settings, nats_servers, validate_database_url
+from shared.sync_triggers import new_trigger, store_trigger
 
 FINAL = FINAL_JOB_STATUSES
 EXIT_FAILED = 1
@@ -196,23 +195,12 @@ async def send_trigger(
 ) -> tuple[SyncTriggered, Subscription] | str:
     """The trigger, stored in JetStream, and the subscription its outcome will come on;
     or one line saying why it was not stored."""
-    trigger = SyncTriggered(
-        trigger_id=uuid.uuid4(),
-        account_id=account_id,
-        full=full,
-        requested_at=dt.datetime.now(dt.UTC),
-    )
+    trigger = new_trigger(account_id, full=full)
     tid = trigger.trigger_id
     try:
         sub = await nc.subscribe(topology.trigger_outcome_subject(tid), max_msgs=1)
         await nc.flush()
-        await nc.jetstream().publish(
-            topology.sync_trigger_subject(tid),
-            encode(trigger),
-            timeout=timeout_s,
-            stream=topology.SCHEDULER_TRIGGERS.stream,
-            headers={"Nats-Msg-Id": topology.sync_trigger_msg_id(tid)},
-        )
+        await store_trigger(nc.jetstream(), trigger, timeout_s=timeout_s)
     except (NatsError, OSError, TimeoutError) as exc:
         return f"sync-airbnb sync: JetStream did not store the trigger: {exc or type(exc).__name__}"
     return trigger, sub
