@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -89,7 +90,7 @@ async def test_supervisor_prefixes_output_restarts_a_dead_child_and_kills_a_stub
     # grandchild is reaped by init, not by us: gone or a zombie soon after is the contract.
     for pid in [stubborn_pid, *group]:
         await wait_until(
-            lambda pid=pid: exited(pid), within=5, what=f"process {pid} to exit after SIGKILL"
+            functools.partial(exited, pid), within=5, what=f"process {pid} to exit after SIGKILL"
         )
     assert sup.names() == []
 
