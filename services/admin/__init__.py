@@ -17,6 +17,11 @@ GET    /api/v1/triggers/{trigger_id}               pending, its job, or the refu
 GET    /api/v1/accounts/{account_id}/syncs         jobs, newest first
 GET    /api/v1/syncs/{job_id}                      one job with its listings
 GET    /api/v1/accounts/{account_id}/metrics/export CSV or JSON, streamed
+GET    /api/v1/accounts/{account_id}/listings      listings, last sync, last job status
+GET    /api/v1/accounts/{account_id}/insights      one metric as a series: metric, from, to,
+                                                   granularity, listing_id, as_of
+GET    /api/v1/accounts/{account_id}/insights/forward  demand build-up of stay dates
+GET    /api/v1/portfolio                           every listing: 7/28 days vs before, flags
 GET    /api/v1/openapi.json, /docs                 the document, as JSON and Swagger UI
 GET    /health, /health/ready, /metrics            served by shared.service_http
 ====== =========================================== =======================================
@@ -24,7 +29,8 @@ GET    /health, /health/ready, /metrics            served by shared.service_http
 Modules: ``app`` (factory, cleanup contexts), ``routes`` (the one route table, which
 also feeds the document), ``handlers`` (thin: parse, call, answer), ``models``
 (pydantic bodies and queries: the contract), ``accounts`` / ``syncs`` / ``export``
-(the logic, as plain classes), ``middlewares`` (errors as JSON, API keys, body size,
+/ ``insight_queries`` (the logic, as plain classes; ``insights``
+the read API's arithmetic, pure), ``middlewares`` (errors as JSON, API keys, body size,
 CORS), ``openapi`` (document and /docs page), ``errors``, ``settings``, ``state``
 (typed app keys), ``rotate_keys`` (``sync-airbnb rotate-keys``).
 

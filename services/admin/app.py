@@ -18,12 +18,22 @@ from aiohttp import web
 
 from services.admin.accounts import AccountService
 from services.admin.export import MetricsExport
+from services.admin.insight_queries import InsightQueries
 from services.admin.middlewares import Cors, api_key_auth, body_limit, json_errors, security_headers
 from services.admin.openapi import build_document, render_docs
 from services.admin.outbox import OutboxRelay
 from services.admin.routes import all_operations, public_paths, setup_routes
 from services.admin.settings import AdminSettings
-from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SETTINGS, SYNCS
+from services.admin.state import (
+    ACCOUNTS,
+    DOCS_HTML,
+    EXPORT,
+    INSIGHTS,
+    JOBS,
+    OPENAPI,
+    SETTINGS,
+    SYNCS,
+)
 from services.admin.syncs import JobQueries, SyncTrigger
 from shared.crypto import CredentialCipher
 from shared.logs import setup_logging
@@ -53,6 +63,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[EXPORT] = MetricsExport(
         pool, max_days=settings.export_max_days, fetch_rows=settings.export_fetch_rows
     )
+    app[INSIGHTS] = InsightQueries(pool, settings.today)
     yield
 
 

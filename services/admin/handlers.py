@@ -1,6 +1,6 @@
 """HTTP handlers: parse and validate, call the service object, answer. Nothing more.
 
-The logic lives in accounts.py, syncs.py and export.py; the route table (and
+The logic lives in accounts.py, syncs.py, export.py and insight_queries.py; the route table (and
 what each route accepts and answers) in routes.py.
 """
 
@@ -21,10 +21,13 @@ from services.admin.models import (
     AccountPatch,
     ExportQuery,
     FieldError,
+    ForwardQuery,
+    InsightsQuery,
     JobListQuery,
+    PortfolioQuery,
     SyncTriggerBody,
 )
-from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, JOBS, OPENAPI, SYNCS
+from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, INSIGHTS, JOBS, OPENAPI, SYNCS
 from shared.service_http import json_response
 
 B = TypeVar("B", bound=BaseModel)
@@ -251,6 +254,30 @@ async def export_metrics(request: web.Request) -> web.StreamResponse:
     aid = account_id(request)
     q = parse_query(request, ExportQuery)
     return await request.app[EXPORT].stream(request, aid, q)
+
+
+# --- insights -------------------------------------------------------------------------------
+
+
+async def list_listings(request: web.Request) -> web.Response:
+    return model_response(await request.app[INSIGHTS].listings(account_id(request)))
+
+
+async def get_insights(request: web.Request) -> web.Response:
+    aid = account_id(request)
+    q = parse_query(request, InsightsQuery)
+    return model_response(await request.app[INSIGHTS].series(aid, q))
+
+
+async def get_forward_insights(request: web.Request) -> web.Response:
+    aid = account_id(request)
+    q = parse_query(request, ForwardQuery)
+    return model_response(await request.app[INSIGHTS].forward(aid, q))
+
+
+async def get_portfolio(request: web.Request) -> web.Response:
+    q = parse_query(request, PortfolioQuery)
+    return model_response(await request.app[INSIGHTS].portfolio(q))
 
 
 # --- the document ---------------------------------------------------------------------------

@@ -361,6 +361,230 @@ class ExportQuery(Query):
         return end
 
 
+# --- insights (docs/insights.md) ---------------------------------------------------------
+
+# The chart_query metrics the read API serves, by column stem, and what kind each is: a
+# count is summed over a period, a rate is never (see AGGREGATION_DOC).
+MetricName = Literal["p3_impressions", "conversion_rate"]
+MetricKind = Literal["count", "rate"]
+Granularity = Literal["day", "week", "month"]
+PointSource = Literal["daily", "sum_of_days", "airbnb_window", "view_weighted"]
+PortfolioFlag = Literal[
+    "page_views_7d", "page_views_28d", "conversion_rate_7d", "conversion_rate_28d"
+]
+# Airbnb's listing ids are numbers; any printable id is looked up (404 when unknown).
+ListingId = Annotated[str, StringConstraints(max_length=64, pattern=PRINTABLE_PATTERN)]
+# About three years: one request stays one bounded query (a point per day at most).
+MAX_INSIGHTS_DAYS = 1096
+MAX_FORWARD_DAYS = 366
+
+AGGREGATION_DOC = (
+    "Each date's value is the latest scrape on or before `as_of` (no `as_of`: the latest). "
+    "Counts (p3_impressions: page views) are summed over a period. A rate "
+    "(conversion_rate) over a week or month is Airbnb's own figure for that window where "
+    "one was scraped that covers the period exactly (list_of_metrics, else chart_summary; "
+    "one listing, unclipped periods only), else the mean of the daily rates weighted by "
+    "that day's page views (own by own views, similar by similar views), never a plain "
+    "mean. Weeks are ISO weeks, Monday..Sunday: Airbnb's 7-day windows (Sunday..Saturday "
+    "in its own numbering, which is one day off the chart's dates) cover exactly "
+    "Monday..Sunday of the chart's dates, so a weekly rate can be Airbnb's figure. Months "
+    "are calendar months. Periods are clipped to [from, to]; periods without data are "
+    "left out. Without `listing_id` the account's listings are combined per day: counts "
+    "summed, rates weighted by each listing-day's page views."
+)
+
+
+def _span_error(start: dt.date | None, end: dt.date, max_days: int, start_name: str) -> None:
+    """Raised on the end field, so that the 422 names it; the start is validated first."""
+    if start is None:
+        return
+    if start > end:
+        raise ValueError(f"must not be before {start_name}")
+    if (end - start).days + 1 > max_days:
+        raise PydanticCustomError(
+            "range_too_long",
+            "the range spans {days} days; at most {max_days} are allowed",
+            {"days": (end - start).days + 1, "max_days": max_days},
+        )
+
+
+class InsightsQuery(Query):
+    metric: MetricName = Field(
+        description="p3_impressions (page views, a count) or conversion_rate (a rate)"
+    )
+    from_: dt.date = Field(alias="from", description="first date (chart date), inclusive")
+    to: dt.date = Field(
+        description=f"last date, inclusive; at most {MAX_INSIGHTS_DAYS} days from `from`"
+    )
+    granularity: Granularity = Field(
+        default="day", description="day, ISO week (Monday..Sunday) or calendar month"
+    )
+    listing_id: ListingId | None = _optional(
+        description="one listing; absent: all the account's listings combined"
+    )
+    as_of: dt.date | None = _optional(
+        description="each date's value as the latest scrape on or before this day showed it"
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _range(cls, to: dt.date, info: ValidationInfo) -> dt.date:
+        _span_error(info.data.get("from_"), to, MAX_INSIGHTS_DAYS, "from")
+        return to
+
+
+class InsightPoint(Out):
+    period_start: dt.date = Field(description="first day of the period, clipped to `from`")
+    period_end: dt.date = Field(description="last day of the period, clipped to `to`")
+    days: int = Field(description="days of the period with data")
+    own: int | float | None
+    similar: int | float | None
+    own_source: PointSource | None = Field(
+        description="daily: the day's value (listings combined without listing_id); "
+        "sum_of_days: a count summed; airbnb_window: Airbnb's figure for the window; "
+        "view_weighted: daily rates weighted by page views"
+    )
+    similar_source: PointSource | None
+    scraped_at: dt.datetime = Field(description="the latest scrape among the rows used")
+
+
+class InsightsOut(Out):
+    # "from" is a Python keyword: the field is from_, spelled "from" on the wire.
+    model_config = ConfigDict(frozen=True, serialize_by_alias=True, validate_by_name=True)
+
+    account_id: str
+    listing_id: str | None
+    metric: MetricName
+    kind: MetricKind
+    granularity: Granularity
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    as_of: dt.date | None
+    aggregation: str = Field(description="the rule these points follow, in one sentence")
+    points: list[InsightPoint]
+
+
+class ForwardQuery(Query):
+    listing_id: ListingId
+    stay_from: dt.date = Field(description="first stay date, inclusive")
+    stay_to: dt.date = Field(
+        description=f"last stay date, inclusive; at most {MAX_FORWARD_DAYS} days"
+    )
+    metric: MetricName = "p3_impressions"
+
+    @field_validator("stay_to")
+    @classmethod
+    def _range(cls, stay_to: dt.date, info: ValidationInfo) -> dt.date:
+        _span_error(info.data.get("stay_from"), stay_to, MAX_FORWARD_DAYS, "stay_from")
+        return stay_to
+
+
+class ForwardScrape(Out):
+    scraped_at: dt.datetime
+    lead_days: int = Field(description="stay date minus the scrape day (negative: after it)")
+    own: int | float | None
+    similar: int | float | None
+    own_change: int | float | None = Field(
+        description="own minus the previous scrape's own; null for the first scrape"
+    )
+    similar_change: int | float | None
+
+
+class ForwardStayDate(Out):
+    stay_date: dt.date
+    scrapes: list[ForwardScrape] = Field(description="every scrape of the date, oldest first")
+
+
+class ForwardOut(Out):
+    account_id: str
+    listing_id: str
+    metric: MetricName
+    kind: MetricKind
+    stay_dates: list[ForwardStayDate] = Field(description="ascending; dates without rows left out")
+
+
+class PortfolioQuery(Query):
+    customer_id: CustomerId | None = _optional(description="absent: every account")
+    drop_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="flag a listing whose own figure fell by more than this share "
+        "(0.2: more than 20 %) from the prior period",
+    )
+    as_of: dt.date | None = _optional(
+        description="each date's value as the latest scrape on or before this day showed it"
+    )
+    end: dt.date | None = _optional(
+        description="last day of the periods; absent: the admin's today (SYNC_AIRBNB_TODAY "
+        "when set, else the UTC date) minus one day"
+    )
+
+
+class PeriodFigures(Out):
+    last_7: int | float | None = Field(description="[end-6, end]")
+    prior_7: int | float | None = Field(description="[end-13, end-7]")
+    last_28: int | float | None = Field(description="[end-27, end]")
+    prior_28: int | float | None = Field(description="[end-55, end-28]")
+    change_7: float | None = Field(
+        description="(last_7 - prior_7) / prior_7; null when prior_7 is null or 0"
+    )
+    change_28: float | None
+
+
+class SideFigures(Out):
+    own: PeriodFigures
+    similar: PeriodFigures
+
+
+class Trend(Out):
+    start: dt.date = Field(description="end - 27")
+    page_views: list[int | None] = Field(description="28 days of own page views, oldest first")
+
+
+class PortfolioListing(Out):
+    account_id: str
+    customer_id: str | None
+    airbnb_listing_id: str
+    airbnb_internal_name: str | None
+    listing_name: str | None
+    page_views: SideFigures = Field(description="sums over each period")
+    conversion_rate: SideFigures = Field(
+        description="page-view-weighted means over each period (never Airbnb's windows, so "
+        "that the figures compare across listings)"
+    )
+    trend: Trend
+    flags: list[PortfolioFlag] = Field(
+        description="own change_7 or change_28 below -drop_threshold"
+    )
+
+
+class PortfolioOut(Out):
+    customer_id: str | None
+    end: dt.date
+    as_of: dt.date | None
+    drop_threshold: float
+    listings: list[PortfolioListing]
+
+
+class ListingOut(Out):
+    airbnb_listing_id: str
+    airbnb_internal_name: str | None
+    listing_name: str | None
+    last_synced_at: dt.datetime | None = Field(
+        description="when the listing was last committed by a sync (null: never)"
+    )
+    last_job_status: Literal["pending", "committed", "failed"] | None = Field(
+        description="the listing's status in the account's most recent job that included it"
+    )
+    last_job_id: uuid.UUID | None
+
+
+class ListingsOut(Out):
+    account_id: str
+    items: list[ListingOut] = Field(description="by airbnb_listing_id")
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

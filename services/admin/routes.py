@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from services.admin import handlers as h
 from services.admin.models import (
+    AGGREGATION_DOC,
     AccountCreate,
     AccountId,
     AccountListQuery,
@@ -24,10 +25,17 @@ from services.admin.models import (
     AccountPatch,
     ErrorBody,
     ExportQuery,
+    ForwardOut,
+    ForwardQuery,
     HealthOut,
+    InsightsOut,
+    InsightsQuery,
     JobDetail,
     JobListQuery,
     JobPage,
+    ListingsOut,
+    PortfolioOut,
+    PortfolioQuery,
     ReadyOut,
     SyncTriggerBody,
     TriggerOut,
@@ -53,6 +61,7 @@ def _e(description: str) -> Resp:
 
 
 NOT_FOUND = _e("no such account")
+LISTING_NOT_FOUND = _e("no such account, or no such listing of the account")
 DELETED = _e("the account is soft-deleted (restore it first)")
 
 
@@ -226,6 +235,66 @@ def api_operations() -> list[Operation]:
             path_params=ACCOUNT,
             description="Inclusive range: chart_query by metric_date, chart_summary and "
             "list_of_metrics by window_start; at most EXPORT_MAX_DAYS days.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/listings",
+            h.list_listings,
+            "listListings",
+            "The account's listings, with their last sync and last job status",
+            "insights",
+            {200: Resp("the listings, by airbnb_listing_id", ListingsOut), 404: NOT_FOUND},
+            path_params=ACCOUNT,
+            description="`last_synced_at`: when a sync last committed the listing (null: "
+            "never); `last_job_status` and `last_job_id`: the listing in the account's most "
+            "recent job that included it.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/insights",
+            h.get_insights,
+            "getInsights",
+            "One metric as a time series, own beside similar listings",
+            "insights",
+            {200: Resp("the series", InsightsOut), 404: LISTING_NOT_FOUND},
+            query=InsightsQuery,
+            path_params=ACCOUNT,
+            description=AGGREGATION_DOC
+            + " Each answer says its rule in `aggregation` and each point its `own_source` "
+            "and `similar_source`.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/insights/forward",
+            h.get_forward_insights,
+            "getForwardInsights",
+            "Demand build-up: how a metric of upcoming stay dates moved from scrape to scrape",
+            "insights",
+            {200: Resp("every scrape of each stay date", ForwardOut), 404: LISTING_NOT_FOUND},
+            query=ForwardQuery,
+            path_params=ACCOUNT,
+            description="Every stored scrape of each stay date in [stay_from, stay_to] "
+            "(not only the latest), oldest first: `lead_days` is the stay date minus the "
+            "scrape day, `own_change` and `similar_change` the difference to the scrape "
+            "before. Stay dates without rows are left out.",
+        ),
+        Operation(
+            "GET",
+            f"{API}/portfolio",
+            h.get_portfolio,
+            "getPortfolio",
+            "Every listing of a customer's accounts (or all): the last 7 and 28 days "
+            "against the 7 and 28 before, with flags",
+            "insights",
+            {200: Resp("the listings, by account_id and airbnb_listing_id", PortfolioOut)},
+            query=PortfolioQuery,
+            description="Accounts not soft-deleted. Periods end on `end`: last_7 = "
+            "[end-6, end], prior_7 = [end-13, end-7], last_28 = [end-27, end], prior_28 = "
+            "[end-55, end-28]. Each date's value is the latest scrape on or before `as_of`. "
+            "Page views are summed; conversion rates are the daily rates weighted by page "
+            "views, never Airbnb's window figures, so that they compare across listings. "
+            "change_N = (last_N - prior_N) / prior_N (null when prior_N is null or 0); a "
+            "flag is set when the own change_N is below -drop_threshold.",
         ),
         Operation(
             "GET",

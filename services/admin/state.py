@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.admin.accounts import AccountService
 from services.admin.export import MetricsExport
+from services.admin.insight_queries import InsightQueries
 from services.admin.settings import AdminSettings
 from services.admin.syncs import JobQueries, SyncTrigger
 
@@ -16,6 +17,7 @@ ACCOUNTS = web.AppKey("accounts", AccountService)
 SYNCS = web.AppKey("syncs", SyncTrigger)
 JOBS = web.AppKey("jobs", JobQueries)
 EXPORT = web.AppKey("export", MetricsExport)
+INSIGHTS = web.AppKey("insights", InsightQueries)
 # The OpenAPI document and its rendered page, built once at start-up.
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DOCS_HTML = web.AppKey("docs_html", str)
