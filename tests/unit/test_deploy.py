@@ -121,6 +121,7 @@ def test_compose_has_the_infrastructure_and_every_service(
         "writer",
         "simulator",
         "prometheus",
+        "grafana",
     }
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert not services["timescaledb"]["image"].endswith(":latest")
@@ -191,8 +192,9 @@ def test_replicas_and_profiles(services: dict[str, dict[str, Any]]) -> None:
     assert services["writer"]["deploy"]["replicas"] == 2
     assert services["simulator"]["profiles"] == ["simulator"]
     assert services["prometheus"]["profiles"] == ["observability"]
+    assert services["grafana"]["profiles"] == ["observability"]
     for name, svc in services.items():
-        if name not in {"simulator", "prometheus"}:
+        if name not in {"simulator", "prometheus", "grafana"}:
             assert "profiles" not in svc, name
         if "deploy" in svc and svc["deploy"].get("replicas", 1) > 1:
             # Replicas cannot share a fixed host port or a container name.
