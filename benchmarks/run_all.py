@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "fetcher_memory": [],
     "end_to_end": [],
     "admin": [],
+    "insights": [],
 }
 QUICK: dict[str, list[str]] = {
     "flatten": ["--repeat", "2"],
@@ -38,6 +39,7 @@ QUICK: dict[str, list[str]] = {
     "fetcher_memory": ["--listings", "10", "--small", "5"],
     "end_to_end": ["--accounts", "4", "--listings", "2", "--skip-paced"],
     "admin": ["--duration", "3"],
+    "insights": ["--listings", "20", "--days", "60", "--runs", "5"],
 }
 
 
