@@ -231,6 +231,11 @@ def series(
         else:
             source = "view_weighted"
         own: Number | None = combine(used, metric, own=True)
+        similar: Number | None = combine(used, metric, own=False)
+        if one_listing and granularity == "day":
+            # One listing's day is Airbnb's own figure for it: a real 0.0 rate on a day
+            # without page views is a value, which weighting by views would drop.
+            own, similar = used[0].value(metric, True), used[0].value(metric, False)
         own_source: PointSource = source
         if kind == "rate" and granularity != "day" and one_listing:
             window = covering_window(windows, period)
@@ -243,7 +248,7 @@ def series(
                 period_end=period.end,
                 days=len(days),
                 own=own,
-                similar=combine(used, metric, own=False),
+                similar=similar,
                 own_source=own_source,
                 similar_source=source,
                 scraped_at=scraped_at,

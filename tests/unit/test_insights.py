@@ -411,3 +411,12 @@ def test_forward_and_portfolio_queries_name_the_bad_fields() -> None:
         with pytest.raises(ValidationError) as exc:
             PortfolioQuery.model_validate({"drop_threshold": bad})
         assert fields_of(exc) == {"drop_threshold"}
+
+
+def test_a_listings_daily_rate_is_its_own_figure_even_without_page_views() -> None:
+    # 0 bookings over some first-page impressions and no page views: Airbnb's 0.0 is a value.
+    rows = [row(WEEK[0], 0, 0.0, similar_views=0, similar_rate=0.0)]
+    (point,) = insights.series(
+        rows, [], "conversion_rate", "day", WEEK[0], WEEK[0], one_listing=True
+    )
+    assert (point.own, point.similar, point.own_source) == (0.0, 0.0, "daily")
