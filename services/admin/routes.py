@@ -14,6 +14,7 @@ from dataclasses import replace
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from services.admin import dashboard
 from services.admin import handlers as h
 from services.admin.models import (
     AGGREGATION_DOC,
@@ -320,6 +321,18 @@ def api_operations() -> list[Operation]:
             {200: Resp("HTML", content={"text/html": {"schema": {"type": "string"}}})},
             uses_db=False,
         ),
+        Operation(
+            "GET",
+            dashboard.UI_PATH,
+            dashboard.ui_page,
+            "dashboard",
+            "The dashboard: portfolio, listings and accounts in the browser",
+            "meta",
+            {200: Resp("HTML", content={"text/html": {"schema": {"type": "string"}}})},
+            # The page holds no data: it asks for a key and sends it with each API call.
+            public=True,
+            uses_db=False,
+        ),
     ]
 
 
@@ -382,6 +395,7 @@ def public_paths(settings: AdminSettings) -> tuple[str, ...]:
     paths = [op.path for op in all_operations(settings) if op.public]
     if settings.admin_docs_public:
         paths += [f"{DOCS_STATIC}/{name}" for name in DOCS_ASSETS]
+    paths += dashboard.public_paths()
     return tuple(paths)
 
 
@@ -394,3 +408,5 @@ def setup_routes(app: web.Application) -> None:
             app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
     # Swagger UI's own files for /docs, from the installed wheel.
     app.router.add_static(DOCS_STATIC, swagger_ui_dir())
+    # The dashboard's script, stylesheet and plotly.js, from the installed packages.
+    dashboard.setup_assets(app)

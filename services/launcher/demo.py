@@ -173,12 +173,18 @@ def api_lines(info: StackInfo, log_path: Path, keep_running: bool) -> list[str]:
     if "ADMIN_API_KEYS" in s.from_file:
         key = f"ADMIN_API_KEYS in {s.path} (send one as the X-API-Key header)"
         curl_key = f"$(sed -n 's/^ADMIN_API_KEYS=//p' {s.path} | cut -d, -f1)"
+        # The demo's own generated key, for this machine: shown so that it can be pasted
+        # into the dashboard's prompt. A key from the environment is the operator's and
+        # is never printed.
+        paste = f"paste the key {s.api_key}"
     else:
         key = "ADMIN_API_KEYS from your environment (send one as the X-API-Key header)"
         curl_key = "$ADMIN_API_KEY"
+        paste = "paste one of your ADMIN_API_KEYS"
     api = info.admin_url + "/api/v1"
     lines = [
         f"API      {api}   (OpenAPI: {api}/openapi.json)",
+        f"Web UI   {info.admin_url}/ui/   (the dashboard: {paste} when it asks)",
         f"Docs     {info.admin_url}/docs",
         f"API key  {key}",
         f'Try      curl -H "X-API-Key: {curl_key}" {api}/accounts',

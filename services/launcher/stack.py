@@ -123,6 +123,7 @@ def banner(info: StackInfo) -> list[str]:
         f"admin API: {info.admin_url}/api/v1 (docs {info.admin_url}/docs); "
         f"send X-API-Key: one of {key_at}"
     )
+    lines.append(f"dashboard: {info.admin_url}/ui/ (it asks for one of the same keys)")
     lines.append(f"trigger a sync: {sync_hint(info)}")
     lines.append(f"running: {', '.join(info.services)}; Ctrl-C or SIGTERM stops everything")
     return lines

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from pydantic import TypeAdapter
 
 from services.admin.app import create_app
+from services.admin.dashboard import UI_ASSETS, UI_STATIC
 from services.admin.models import AccountCreate, AccountPatch, ErrorBody
 from services.admin.openapi import DOCS_STATIC
 from services.admin.outbox import OutboxRelay
@@ -1145,11 +1146,12 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
         "name": "X-API-Key",
     }
     # every registered route is documented, with the method it is registered under (but
-    # Swagger UI's own files for /docs, which are no operation of the API)
+    # Swagger UI's own files for /docs and the dashboard's for /ui/, no operations of the API)
+    assets = {DOCS_STATIC, "/ui", *(f"{UI_STATIC}/{name}" for name in UI_ASSETS)}
     registered = {
         (r.method.lower(), r.resource.canonical)  # type: ignore[union-attr]
         for r in client.app.router.routes()
-        if r.method != "HEAD" and r.resource.canonical != DOCS_STATIC  # type: ignore[union-attr]
+        if r.method != "HEAD" and r.resource.canonical not in assets  # type: ignore[union-attr]
     }
     documented = {(m, p) for p, ms in doc["paths"].items() for m in ms}
     assert registered == documented
@@ -1196,6 +1198,16 @@ async def test_openapi_document_matches_routes_and_models(client: TestClient) ->
     for asset in ("swagger-ui.css", "swagger-ui-bundle.js"):
         resp = await client.get(f"/docs/static/{asset}")
         assert resp.status == 200 and len(await resp.read()) > 1000
+    # /ui/ and its files need no key (tests/system/test_ui_browser.py drives the page)
+    page = await client.get("/ui/")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+    assert doc["paths"]["/ui/"]["get"]["security"] == []
+    for asset in UI_ASSETS:
+        resp = await client.get(f"{UI_STATIC}/{asset}")
+        assert resp.status == 200 and len(await resp.read()) > 1000, asset
+    redirect = await client.get("/ui", allow_redirects=False)
+    assert redirect.status == 308 and redirect.headers["Location"] == "/ui/"
 
 
 async def test_handlers_are_thin(client: TestClient) -> None:

@@ -79,6 +79,21 @@ def test_demo_exit_on_a_fresh_state_then_again_on_the_same_state(
     assert len(re.findall(r"^Account \d+", out, re.M)) == 3
     assert len(re.findall(r"│\s+\d[\d,]* / \d[\d,]* │", out)) >= sum(DEMO_LISTINGS)
     assert "/api/v1" in out and "/docs" in out
+    # The dashboard's URL beside the API line, with the demo's own key to paste into it.
+    api_line = re.search(r"^API      (http://127\.0\.0\.1:\d+)/api/v1 ", out, re.M)
+    ui_line = re.search(
+        r"^Web UI   (http://127\.0\.0\.1:\d+)/ui/   \(the dashboard: paste the key (\S+) when",
+        out,
+        re.M,
+    )
+    assert api_line and ui_line, out[-3000:]
+    assert ui_line.group(1) == api_line.group(1) == f"http://127.0.0.1:{env['ADMIN_PORT']}"
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("API      "))
+    assert lines[at + 1].startswith("Web UI   "), lines[at : at + 2]
+    secrets = (state_dir / "secrets.env").read_text()
+    keys = re.search(r"^ADMIN_API_KEYS=(.+)$", secrets, re.M)
+    assert keys and ui_line.group(2) == keys.group(1).split(",")[0]
     assert f"ADMIN_API_KEYS in {state_dir / 'secrets.env'}" in out
     assert "Stop     --exit given" in out
     assert (state_dir / "logs" / "demo.log").stat().st_size > 0
