@@ -23,6 +23,7 @@ GET    /api/v1/accounts/{account_id}/insights      one metric as a series: metri
 GET    /api/v1/accounts/{account_id}/insights/forward  demand build-up of stay dates
 GET    /api/v1/portfolio                           every listing: 7/28 days vs before, flags
 GET    /api/v1/openapi.json, /docs                 the document, as JSON and Swagger UI
+GET    /ui/                                        the dashboard (public; it asks for a key)
 GET    /health, /health/ready, /metrics            served by shared.service_http
 ====== =========================================== =======================================
 
