@@ -377,6 +377,12 @@ ListingId = Annotated[str, StringConstraints(max_length=64, pattern=PRINTABLE_PA
 # About three years: one request stays one bounded query (a point per day at most).
 MAX_INSIGHTS_DAYS = 1096
 MAX_FORWARD_DAYS = 366
+# The dates the read API takes: wide enough for any data Airbnb has (it opened in 2008),
+# narrow enough that a period's week or month and the portfolio's 56 days never step
+# outside Python's dates (0001..9999), which would be a 500.
+FIRST_DATE = dt.date(1970, 1, 1)
+LAST_DATE = dt.date(2999, 12, 31)
+ReadDate = Annotated[dt.date, Field(ge=FIRST_DATE, le=LAST_DATE)]
 
 AGGREGATION_DOC = (
     "Each date's value is the latest scrape on or before `as_of` (no `as_of`: the latest). "
@@ -412,8 +418,8 @@ class InsightsQuery(Query):
     metric: MetricName = Field(
         description="p3_impressions (page views, a count) or conversion_rate (a rate)"
     )
-    from_: dt.date = Field(alias="from", description="first date (chart date), inclusive")
-    to: dt.date = Field(
+    from_: ReadDate = Field(alias="from", description="first date (chart date), inclusive")
+    to: ReadDate = Field(
         description=f"last date, inclusive; at most {MAX_INSIGHTS_DAYS} days from `from`"
     )
     granularity: Granularity = Field(
@@ -422,7 +428,7 @@ class InsightsQuery(Query):
     listing_id: ListingId | None = _optional(
         description="one listing; absent: all the account's listings combined"
     )
-    as_of: dt.date | None = _optional(
+    as_of: ReadDate | None = _optional(
         description="each date's value as the latest scrape on or before this day showed it"
     )
 
@@ -466,8 +472,8 @@ class InsightsOut(Out):
 
 class ForwardQuery(Query):
     listing_id: ListingId
-    stay_from: dt.date = Field(description="first stay date, inclusive")
-    stay_to: dt.date = Field(
+    stay_from: ReadDate = Field(description="first stay date, inclusive")
+    stay_to: ReadDate = Field(
         description=f"last stay date, inclusive; at most {MAX_FORWARD_DAYS} days"
     )
     metric: MetricName = "p3_impressions"
@@ -512,10 +518,10 @@ class PortfolioQuery(Query):
         description="flag a listing whose own figure fell by more than this share "
         "(0.2: more than 20 %) from the prior period",
     )
-    as_of: dt.date | None = _optional(
+    as_of: ReadDate | None = _optional(
         description="each date's value as the latest scrape on or before this day showed it"
     )
-    end: dt.date | None = _optional(
+    end: ReadDate | None = _optional(
         description="last day of the periods; absent: the admin's today (SYNC_AIRBNB_TODAY "
         "when set, else the UTC date) minus one day"
     )

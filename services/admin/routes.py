@@ -18,6 +18,8 @@ from services.admin import dashboard
 from services.admin import handlers as h
 from services.admin.models import (
     AGGREGATION_DOC,
+    FIRST_DATE,
+    LAST_DATE,
     AccountCreate,
     AccountId,
     AccountListQuery,
@@ -63,6 +65,7 @@ def _e(description: str) -> Resp:
 
 NOT_FOUND = _e("no such account")
 LISTING_NOT_FOUND = _e("no such account, or no such listing of the account")
+DATES = f"Dates are {FIRST_DATE} .. {LAST_DATE}."
 DELETED = _e("the account is soft-deleted (restore it first)")
 
 
@@ -262,7 +265,7 @@ def api_operations() -> list[Operation]:
             path_params=ACCOUNT,
             description=AGGREGATION_DOC
             + " Each answer says its rule in `aggregation` and each point its `own_source` "
-            "and `similar_source`.",
+            f"and `similar_source`. {DATES}",
         ),
         Operation(
             "GET",
@@ -277,7 +280,7 @@ def api_operations() -> list[Operation]:
             description="Every stored scrape of each stay date in [stay_from, stay_to] "
             "(not only the latest), oldest first: `lead_days` is the stay date minus the "
             "scrape day, `own_change` and `similar_change` the difference to the scrape "
-            "before. Stay dates without rows are left out.",
+            f"before. Stay dates without rows are left out. {DATES}",
         ),
         Operation(
             "GET",
@@ -295,7 +298,7 @@ def api_operations() -> list[Operation]:
             "Page views are summed; conversion rates are the daily rates weighted by page "
             "views, never Airbnb's window figures, so that they compare across listings. "
             "change_N = (last_N - prior_N) / prior_N (null when prior_N is null or 0); a "
-            "flag is set when the own change_N is below -drop_threshold.",
+            f"flag is set when the own change_N is below -drop_threshold. {DATES}",
         ),
         Operation(
             "GET",
