@@ -12,6 +12,7 @@ the read API it is drawn from:
 - the accounts page shows each account's status, its jobs' progress, and the
   needs-new-credentials mark with what to do;
 - a wrong key is refused with a clear message and asked again;
+- a listing name holding markup (names come from Airbnb) is shown as text, never run;
 - on a phone-sized screen (390 x 844) nothing overflows sideways;
 - every request of every page stays on the admin's own host and port, and no page logs an
   error (a Content-Security-Policy violation would).
@@ -478,4 +479,45 @@ def test_every_page_is_readable_on_a_phone_sized_screen(browser: Any, demo: Demo
     assert page.evaluate(OVERFLOW_JS) <= PHONE["width"]
     page.screenshot(path=str(demo.shots / "phone-accounts.png"), full_page=True)
     print(f"\nscreenshots in {demo.shots}: {sorted(p.name for p in demo.shots.iterdir())}")
+    assert_local(demo)
+
+
+def test_a_listing_name_with_markup_is_shown_as_text(browser: Any, demo: Demo) -> None:
+    """Listing names come from Airbnb: whatever they hold is text on the page, never markup."""
+    listing = demo.api("/portfolio")["listings"][1]
+    evil = '<img src=x onerror="window.__injected=1">Loft & "Co" <b>bold</b>'
+    with psycopg.connect(demo.database_url, autocommit=True) as conn:
+        before = conn.execute(
+            "SELECT listing_name FROM airbnb.listings WHERE account_id = %s"
+            " AND airbnb_listing_id = %s",
+            (listing["account_id"], listing["airbnb_listing_id"]),
+        ).fetchone()
+        conn.execute(
+            "UPDATE airbnb.listings SET listing_name = %s WHERE account_id = %s"
+            " AND airbnb_listing_id = %s",
+            (evil, listing["account_id"], listing["airbnb_listing_id"]),
+        )
+    try:
+        page = new_page(browser, demo)
+        open_with_key(page, demo)
+        row = page.locator(f"#portfolio tr[data-listing-id='{listing['airbnb_listing_id']}']")
+        link = row.locator("a.listing-link")
+        assert link.text_content() == evil
+        assert row.locator("img, b").count() == 0
+        link.click()
+        wait_state(page, "ready")
+        assert page.locator("#listing-title").text_content() == evil
+        assert page.locator("main img, main b").count() == 0
+        assert page.evaluate("() => window.__injected") is None
+    finally:
+        with psycopg.connect(demo.database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE airbnb.listings SET listing_name = %s WHERE account_id = %s"
+                " AND airbnb_listing_id = %s",
+                (
+                    before[0] if before else None,
+                    listing["account_id"],
+                    listing["airbnb_listing_id"],
+                ),
+            )
     assert_local(demo)
