@@ -263,7 +263,8 @@ def test_the_insights_dashboard_picks_an_account_then_its_listing(
     sql = " ".join(t.raw_sql for t in sql_targets("insights.json", insights))
     for needed in ("p3_impressions_your_value", "p3_impressions_similar_value",
                    "conversion_rate_your_value", "conversion_rate_similar_value",
-                   "'$account'", "'$listing'", "DISTINCT ON", "time DESC"):  # fmt: skip
+                   "'$account'", "'$listing'", "airbnb.chart_query_latest",
+                   "airbnb.list_of_metrics_latest", "ORDER BY time DESC"):  # fmt: skip
         assert needed in sql, needed
 
 
