@@ -330,14 +330,15 @@ def change(last: Number | None, prior: Number | None) -> float | None:
 
 
 def period_figures(
-    by_day: dict[dt.date, DayRow], metric: MetricName, own: bool, end: dt.date
+    in_periods: dict[str, list[DayRow]], metric: MetricName, own: bool
 ) -> PeriodFigures:
-    figures: dict[str, Number | None] = {}
-    for name, (first, last) in portfolio_periods(end).items():
-        used = [by_day[d] for d in _dates(first, last) if d in by_day]
-        # Rates are view-weighted, never Airbnb's windows: the figures compare across
-        # listings and periods only if every one is made the same way.
-        figures[name] = combine(used, metric, own) if used else None
+    """One side of one metric over the portfolio's periods (``in_periods``: each period's
+    rows, from :func:`rows_by_period`)."""
+    # Rates are view-weighted, never Airbnb's windows: the figures compare across listings
+    # and periods only if every one is made the same way.
+    figures = {
+        name: combine(used, metric, own) if used else None for name, used in in_periods.items()
+    }
     return PeriodFigures(
         last_7=figures["last_7"],
         prior_7=figures["prior_7"],
@@ -346,6 +347,13 @@ def period_figures(
         change_7=change(figures["last_7"], figures["prior_7"]),
         change_28=change(figures["last_28"], figures["prior_28"]),
     )
+
+
+def rows_by_period(by_day: dict[dt.date, DayRow], end: dt.date) -> dict[str, list[DayRow]]:
+    return {
+        name: [by_day[d] for d in _dates(first, last) if d in by_day]
+        for name, (first, last) in portfolio_periods(end).items()
+    }
 
 
 def flags(
@@ -382,13 +390,14 @@ def portfolio_listing(
 ) -> PortfolioListing:
     """One listing of ``GET /portfolio``: ``rows`` are its latest row per date."""
     by_day = {r.day: r for r in rows}
+    in_periods = rows_by_period(by_day, end)
     page_views = SideFigures(
-        own=period_figures(by_day, "p3_impressions", True, end),
-        similar=period_figures(by_day, "p3_impressions", False, end),
+        own=period_figures(in_periods, "p3_impressions", True),
+        similar=period_figures(in_periods, "p3_impressions", False),
     )
     conversion_rate = SideFigures(
-        own=period_figures(by_day, "conversion_rate", True, end),
-        similar=period_figures(by_day, "conversion_rate", False, end),
+        own=period_figures(in_periods, "conversion_rate", True),
+        similar=period_figures(in_periods, "conversion_rate", False),
     )
     trend_start = end - (TREND_DAYS - 1) * DAY
     trend = [by_day[d].own_views if d in by_day else None for d in _dates(trend_start, end)]
