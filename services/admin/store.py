@@ -488,17 +488,19 @@ async def account_listings(conn: Conn, account_id: str) -> list[asyncpg.Record]:
     )
 
 
-# $1 customer or null (every customer): the listings of accounts not soft-deleted.
-_PORTFOLIO_LISTINGS = (
-    " FROM airbnb.listings l JOIN airbnb.accounts a ON a.account_id = l.account_id"
-    " WHERE a.deleted_at IS NULL AND ($1::text IS NULL OR a.customer_id = $1)"
-)
+# The portfolio's listings: those of accounts not soft-deleted, of customer $1 (null:
+# every customer).
+_PORTFOLIO_FROM = " FROM airbnb.listings l JOIN airbnb.accounts a ON a.account_id = l.account_id"
+_PORTFOLIO_WHERE = " WHERE a.deleted_at IS NULL AND ($1::text IS NULL OR a.customer_id = $1)"
 
 
 async def portfolio_listings(conn: Conn, customer_id: str | None) -> list[ListingInfo]:
     rows = await conn.fetch(
         "SELECT l.account_id, a.customer_id, l.airbnb_listing_id, l.airbnb_internal_name,"
-        " l.listing_name" + _PORTFOLIO_LISTINGS + " ORDER BY l.account_id, l.airbnb_listing_id",
+        " l.listing_name"
+        + _PORTFOLIO_FROM
+        + _PORTFOLIO_WHERE
+        + " ORDER BY l.account_id, l.airbnb_listing_id",
         customer_id,
     )
     return [
@@ -519,10 +521,10 @@ async def portfolio_days(
     """Each portfolio listing-date's row of the latest scrape on or before ``as_of``."""
     rows = await conn.fetch(
         f"SELECT l.account_id, l.airbnb_listing_id, d.day::date AS day, {_CHART_COLUMNS}"
-        " FROM airbnb.listings l JOIN airbnb.accounts a ON a.account_id = l.account_id"
-        " CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)"
+        + _PORTFOLIO_FROM
+        + " CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)"
         + _latest_row("chart_query", "metric_date", _CHART_COLUMNS, "d.day::date", 4)
-        + " WHERE a.deleted_at IS NULL AND ($1::text IS NULL OR a.customer_id = $1)",
+        + _PORTFOLIO_WHERE,
         customer_id,
         start,
         end,
