@@ -16,6 +16,7 @@ import datetime as dt
 import re
 import shutil
 import subprocess
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ DAY2 = DAY1 + dt.timedelta(days=1)  # the daily incremental run
 SEED = 15
 ACCOUNTS, LISTINGS = 3, 3
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "monitoring"
+READER_ROLE = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "reader-role.sql"
 
 DASHBOARDS = load_dashboards()
 TARGETS = [t for name, d in DASHBOARDS.items() for t in sql_targets(name, d)]
@@ -436,6 +438,38 @@ async def test_job_panels_count_the_synced_jobs(db: asyncpg.Connection) -> None:
     accounts = await run_panel(db, "pipeline-health.json", "Accounts")
     assert [r["status"] for r in accounts] == ["ok"] * ACCOUNTS
     assert all(r["last job"] == "succeeded" for r in accounts)
+
+
+async def test_every_query_runs_as_the_read_only_role_and_it_can_do_nothing_else(
+    db: asyncpg.Connection,
+) -> None:
+    """deploy/grafana/reader-role.sql (under a name of this test's own: roles are the
+    server's): every panel and variable query answers as that role, which can neither
+    write nor read the encrypted cookies."""
+    role = f"grafana_reader_{uuid.uuid4().hex[:8]}"
+    script = re.sub(r"\bgrafana_reader\b", role, READER_ROLE.read_text())
+    try:
+        await db.execute(script)
+    except asyncpg.InsufficientPrivilegeError as e:
+        pytest.skip(f"this PostgreSQL user may not create roles: {e}")
+    try:
+        await db.execute(f"SET ROLE {role}")
+        for target in TARGETS:
+            dashboard = DASHBOARDS[target.dashboard]
+            now = dashboard_now(target.dashboard)
+            values = await variable_values(db, dashboard, now)
+            rows = await db.fetch(expand_sql(target.raw_sql, *time_range(dashboard, now), values))
+            assert rows, target.panel
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await db.fetch("SELECT credentials_encrypted FROM airbnb.accounts")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await db.execute("UPDATE airbnb.sync_jobs SET error = 'x'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await db.execute("DELETE FROM airbnb.chart_query")
+    finally:
+        await db.execute("RESET ROLE")
+        await db.execute(f"DROP OWNED BY {role}")
+        await db.execute(f"DROP ROLE {role}")
 
 
 # --- the other tools' checks --------------------------------------------------------------
