@@ -414,7 +414,7 @@ async def test_portfolio_compares_the_last_7_and_28_days_with_the_ones_before(
                 for age in range(first, last + 1)
             )
 
-        assert row["account"] == account_id
+        assert (row["account"], row["listing id"]) == (account_id, listing["listing_id"])
         assert (row["page views 7 d"], row["prior 7 d"]) == (views(0, 6), views(7, 13))
         assert (row["page views 28 d"], row["prior 28 d"]) == (views(0, 27), views(28, 55))
         assert row["change 7 d"] == pytest.approx((views(0, 6) - views(7, 13)) / views(7, 13))
