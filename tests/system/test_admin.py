@@ -1225,7 +1225,16 @@ async def test_head_answers_every_get_route_as_get_does(
 ) -> None:
     aid = (await create(client))["account_id"]
     await seed_metrics(db, aid)
-    export = {"start_date": "2025-01-03", "end_date": "2025-01-07"}
+    # the query each route with required parameters needs, by the end of its path
+    required = {
+        "/metrics/export": {"start_date": "2025-01-03", "end_date": "2025-01-07"},
+        "/insights": {"metric": "p3_impressions", "from": "2025-01-01", "to": "2025-01-10"},
+        "/insights/forward": {
+            "listing_id": "111",
+            "stay_from": "2025-01-01",
+            "stay_to": "2025-01-10",
+        },
+    }
     concrete = {
         "{account_id}": aid,
         "{job_id}": str(uuid.uuid4()),
@@ -1240,7 +1249,7 @@ async def test_head_answers_every_get_route_as_get_does(
         paths.append(path)
     assert len(paths) == len(gets) + 3
     for path in paths:
-        params = export if path.endswith("/metrics/export") else None
+        params = next((q for end, q in required.items() if path.endswith(end)), None)
         got = await client.get(path, params=params, headers=KEY)
         body = await got.read()
         head = await client.head(path, params=params, headers=KEY)

@@ -75,7 +75,7 @@ class Answer:
 
 
 def requests_for(aid: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """list, get, create, trigger and export: each a database route."""
+    """list, get, create, trigger, export and the read API: each a database route."""
     new = new_account_id()
     body = {
         "account_id": new,
@@ -93,6 +93,12 @@ def requests_for(aid: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
             f"/api/v1/accounts/{aid}/metrics/export",
             {"params": {"start_date": "2025-01-01", "end_date": "2025-01-02"}},
         ),
+        "insights": (
+            "GET",
+            f"/api/v1/accounts/{aid}/insights",
+            {"params": {"metric": "p3_impressions", "from": "2025-01-01", "to": "2025-01-31"}},
+        ),
+        "portfolio": ("GET", "/api/v1/portfolio", {"params": {"end": "2025-01-31"}}),
     }
 
 
@@ -147,7 +153,15 @@ async def serves_again(base: str, aid: str) -> None:
 
     await wait_until(back, within=30, what="the admin serving again")
     statuses = {a.what: a.status for a in await ask_all(base, aid)}
-    assert statuses == {"list": 200, "get": 200, "create": 201, "trigger": 202, "export": 200}
+    assert statuses == {
+        "list": 200,
+        "get": 200,
+        "create": 201,
+        "trigger": 202,
+        "export": 200,
+        "insights": 200,
+        "portfolio": 200,
+    }
 
 
 async def test_postgres_stopped_answers_503_with_retry_after(
