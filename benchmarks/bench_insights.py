@@ -90,10 +90,20 @@ _TRUTH = """
     ) t
 """
 
-# chart_query: for each listing and metric date m, every scrape day s whose window holds m
-# (m in [sunday(s) - 6, sunday(s) + 42]), in primary-key order (listing, m, s), so the
-# B-tree is appended to rather than split at random. A future date's counts are what a
-# scrape ahead of it sees: the truth times exp(-lead / 90), floored.
+# Scrape days $1..$2, then every listing in key order, as the daily syncs write them:
+# the heap ends up in the writer's order (by scrape day, then account, listing, date), so
+# a listing's dates are spread over a year of pages, as on a real server. The LATERAL
+# reference to s keeps the days the outer loop.
+_SCRAPE_DAYS = """
+FROM (SELECT d::date AS d FROM generate_series($1::date, $2::date, interval '1 day') AS d) s
+CROSS JOIN LATERAL (
+    SELECT * FROM airbnb.listings WHERE s.d IS NOT NULL ORDER BY account_id, airbnb_listing_id
+) l
+"""
+
+# chart_query: per scrape day s and listing, the 49 metric dates of s's window one day
+# later (Airbnb's offset): [sunday(s) - 6, sunday(s) + 42]. A future date's counts are
+# what a scrape ahead of it sees: the truth times exp(-lead / 90), floored.
 _CHART_QUERY_SQL = f"""
 INSERT INTO airbnb.chart_query (
     account_id, airbnb_listing_id, metric_date, time, airbnb_internal_name,
@@ -108,25 +118,20 @@ SELECT l.account_id, l.airbnb_listing_id, m.d, s.d::timestamp AT TIME ZONE 'UTC'
        CASE WHEN v.similar > 0 THEN t.rate_similar END,
        CASE WHEN v.similar > 0 THEN to_char(t.rate_similar * 100, 'FM990.0') || '%' ELSE '-' END,
        v.own, v.own::text, v.similar, v.similar::text
-FROM airbnb.listings l
+{_SCRAPE_DAYS}
 CROSS JOIN LATERAL (
-    SELECT ({_sunday("$2::date")} - 6 + i)::date AS d
-    FROM generate_series(0, {_sunday("$3::date")} + 42 - ({_sunday("$2::date")} - 6)) AS i
+    -- (the reference to l, and OFFSET 0 which keeps the planner from flattening the
+    -- subquery, keep the listing outside its dates: key order within a day)
+    SELECT ({_sunday("s.d")} - 6 + i)::date AS d FROM generate_series(0, 48) AS i
+    WHERE l.airbnb_listing_id IS NOT NULL OFFSET 0
 ) m
 {_TRUTH}
-CROSS JOIN LATERAL (
-    SELECT (m.d + k)::date AS d
-    FROM generate_series(-42, 12) AS k
-    WHERE m.d + k BETWEEN $2::date AND $3::date
-      AND {_sunday("m.d + k")} BETWEEN m.d - 42 AND m.d + 6
-) s
 CROSS JOIN LATERAL (
     SELECT CASE WHEN m.d > s.d THEN floor(t.own * exp((s.d - m.d) / 90.0))::bigint
                 ELSE t.own END AS own,
            CASE WHEN m.d > s.d THEN floor(t.similar * exp((s.d - m.d) / 90.0))::bigint
                 ELSE t.similar END AS similar
 ) v
-WHERE l.account_id = ANY($1::text[])
 """
 
 # The window tables: per listing and scrape day s, its window's slices. W0 = sunday(s) - 7,
@@ -144,13 +149,6 @@ _WINDOW_VALUES = """
                round(0.1 + 0.5 * (((b.h >> 20) & 1023) / 1023.0), 4)::float8 AS first_page,
                round((((b.h >> 30) & 1023) / 1023.0) - 0.5, 4)::float8 AS change
     ) v
-"""
-
-_SCRAPE_DAYS = """
-FROM airbnb.listings l
-CROSS JOIN LATERAL (
-    SELECT d::date AS d FROM generate_series($2::date, $3::date, interval '1 day') AS d
-) s
 """
 
 _LIST_OF_METRICS_SQL = f"""
@@ -174,9 +172,9 @@ CROSS JOIN LATERAL (
     SELECT ({_sunday("s.d")} - 7 + 7 * k)::date AS start,
            ({_sunday("s.d")} - 1 + 7 * k)::date AS stop
     FROM generate_series(0, 6) AS k
+    WHERE l.airbnb_listing_id IS NOT NULL OFFSET 0
 ) w
 {_WINDOW_VALUES}
-WHERE l.account_id = ANY($1::text[])
 """
 
 _CHART_SUMMARY_SQL = f"""
@@ -201,11 +199,12 @@ SELECT l.account_id, l.airbnb_listing_id, w.start, s.d::timestamp AT TIME ZONE '
        v.p3 * 12, (v.p3 * 12)::text
 {_SCRAPE_DAYS}
 CROSS JOIN LATERAL (
-    VALUES (({_sunday("s.d")} - 7)::date, ({_sunday("s.d")} + 20)::date),
-           (({_sunday("s.d")} + 21)::date, ({_sunday("s.d")} + 41)::date)
-) AS w(start, stop)
+    SELECT ({_sunday("s.d")} - 7 + 28 * k)::date AS start,
+           least({_sunday("s.d")} + 20 + 28 * k, {_sunday("s.d")} + 41)::date AS stop
+    FROM generate_series(0, 1) AS k
+    WHERE l.airbnb_listing_id IS NOT NULL OFFSET 0
+) w
 {_WINDOW_VALUES}
-WHERE l.account_id = ANY($1::text[])
 """
 
 _META_TABLE = "public.bench_insights_meta"
@@ -294,23 +293,28 @@ async def load(url: str, sizes: Sizes, workers: int = 2) -> dict[str, Any]:
     finally:
         await conn.close()
 
-    # Chunks of 5 accounts (50 listings, ~0.9 M chart_query rows a statement) over two
-    # connections: both cores generate; each chunk appends to its own range of the key.
-    ids = [account_id(a) for a in range(sizes.accounts)]
-    chunks = [ids[i : i + 5] for i in range(0, len(ids), 5)]
+    # Chunks of 7 scrape days (~343,000 chart_query rows a statement at 1,000 listings)
+    # over two connections: both cores generate, as two writers would write.
+    chunks: list[tuple[dt.date, dt.date]] = []
+    day = sizes.first_day
+    while day <= LAST_SCRAPE_DAY:
+        chunks.append((day, min(day + dt.timedelta(days=6), LAST_SCRAPE_DAY)))
+        day += dt.timedelta(days=7)
     seconds: dict[str, float] = {}
     for table, sql in (
         ("chart_query", _CHART_QUERY_SQL),
         ("list_of_metrics", _LIST_OF_METRICS_SQL),
         ("chart_summary", _CHART_SUMMARY_SQL),
     ):
-        queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[dt.date, dt.date]] = asyncio.Queue()
         for chunk in chunks:
             queue.put_nowait(chunk)
         done = 0
 
         async def worker(
-            sql: str = sql, table: str = table, queue: asyncio.Queue[list[str]] = queue
+            sql: str = sql,
+            table: str = table,
+            queue: asyncio.Queue[tuple[dt.date, dt.date]] = queue,
         ) -> None:
             nonlocal done
             c = await asyncpg.connect(url)
@@ -318,11 +322,10 @@ async def load(url: str, sizes: Sizes, workers: int = 2) -> dict[str, Any]:
                 # A generated load: no need to wait for each chunk's WAL flush.
                 await c.execute("SET synchronous_commit = off")
                 while not queue.empty():
-                    chunk = queue.get_nowait()
-                    await c.execute(sql, chunk, sizes.first_day, LAST_SCRAPE_DAY)
+                    await c.execute(sql, *queue.get_nowait())
                     done += 1
-                    if done % 4 == 0 or done == len(chunks):
-                        note(f"{table}: {done}/{len(chunks)} chunks of 5 accounts")
+                    if done % 10 == 0 or done == len(chunks):
+                        note(f"{table}: {done}/{len(chunks)} weeks of scrape days")
             finally:
                 await c.close()
 
