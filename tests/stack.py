@@ -9,10 +9,11 @@ reads back jobs and rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ import orjson
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from shared.metric_tables import METRIC_TABLES
-from tests.infra import ServiceLauncher, ServiceProcess
+from shared.migrate import apply_migrations
+from tests.infra import (
+    NatsServer,
+    PostgresServer,
+    ServiceLauncher,
+    ServiceProcess,
+    create_database,
+    drop_database,
+    new_database_name,
+)
 
 FINAL = ("succeeded", "partial", "failed")
 # A cron that never fires on a test's scrape day (31 December, 23:59 UTC).
@@ -35,6 +45,14 @@ CHROME_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/146.0.0.0 Safari/537.36"
 )
+# A process killed mid-work is noticed after seconds, not minutes; the rest heartbeat.
+FAST_RECOVERY_ENV = {
+    "JETSTREAM_ACK_WAIT_S": "4",
+    "FETCHER_HEARTBEAT_S": "1",
+    "FETCHER_RETRY_BASE_S": "0.5",
+    "FETCHER_RETRY_CAP_S": "2",
+    "WRITER_DB_RETRY_MAX_S": "2",
+}
 
 
 @dataclass
@@ -128,6 +146,7 @@ class Stack:
     today: dt.date
     env: dict[str, str] = field(default_factory=dict)
     simulator: Simulator | None = None
+    nats: NatsServer | None = None
 
     def service_env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -190,6 +209,43 @@ class Stack:
                 for a in accounts
             ],
         )
+
+
+@contextlib.asynccontextmanager
+async def isolated_stack(
+    workdir: Path,
+    postgres: PostgresServer,
+    secret_keys: str,
+    today: dt.date,
+    *,
+    database_prefix: str,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    """A :class:`Stack` with a nats-server and a migrated database of its own, both gone
+    afterwards. A scheduler backfills every never-synced account of its database at start
+    and services replay what their streams hold, so a test that counts jobs or messages
+    must see only its own; ``env`` is more environment for every service."""
+    nats_server = NatsServer(workdir / "nats")
+    nats_server.start()
+    name = new_database_name(database_prefix)
+    url = await create_database(postgres, name)
+    apply_migrations(url)
+    base_env = {
+        "NATS_URL": nats_server.url,
+        "DATABASE_URL": url,
+        "SECRET_KEYS": secret_keys,
+        "AIRBNB_MIN_INTERVAL_S": "0",
+        "HTTP_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    launcher = ServiceLauncher(base_env=base_env, logdir=workdir)
+    try:
+        yield Stack(launcher, url, secret_keys, today, nats=nats_server)
+    finally:
+        launcher.cleanup()
+        nats_server.stop()
+        await drop_database(postgres, name)
 
 
 async def wait_for_jobs(

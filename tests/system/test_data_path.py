@@ -25,20 +25,23 @@ from shared import topology
 from shared.airbnb.payloads import plan_listing_requests
 from shared.airbnb.windows import DateRange, sync_window
 from shared.messages import EncryptedCredentials, SyncRequest, encode
-from shared.migrate import apply_migrations
 from tests.expected import differences, expected_tables
 from tests.infra import (
     NatsServer,
     PostgresServer,
     ServiceLauncher,
     ServiceProcess,
-    create_database,
-    drop_database,
-    new_database_name,
     start_embedded_postgres,
     wait_until,
 )
-from tests.stack import Simulator, Stack, dump_rows, wait_for_jobs
+from tests.stack import (
+    FAST_RECOVERY_ENV,
+    Simulator,
+    Stack,
+    dump_rows,
+    isolated_stack,
+    wait_for_jobs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -66,36 +69,21 @@ async def infra(
     secret_keys: str,
 ) -> AsyncIterator[Infra]:
     own_postgres = request.node.get_closest_marker("own_postgres") is not None
-    nats_server = NatsServer(tmp_path / "nats")
-    nats_server.start()
     pg = start_embedded_postgres(tmp_path / "pg") if own_postgres else postgres_server
-    name = new_database_name("sync_airbnb_e2e")
-    url = await create_database(pg, name)
-    apply_migrations(url)
-    env = {
-        "NATS_URL": nats_server.url,
-        "DATABASE_URL": url,
-        "SECRET_KEYS": secret_keys,
-        "AIRBNB_MIN_INTERVAL_S": "0",
-        "HTTP_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-        # A process killed mid-work is noticed after this; the rest send in-progress acks.
-        "JETSTREAM_ACK_WAIT_S": "4",
-        "FETCHER_HEARTBEAT_S": "1",
-        "FETCHER_RETRY_BASE_S": "0.5",
-        "FETCHER_RETRY_CAP_S": "2",
-        "WRITER_DB_RETRY_MAX_S": "2",
-    }
-    launcher = ServiceLauncher(base_env=env, logdir=tmp_path)
     try:
-        yield Infra(nats_server, pg, url, launcher, secret_keys)
+        async with isolated_stack(
+            tmp_path,
+            pg,
+            secret_keys,
+            TODAY,
+            database_prefix="sync_airbnb_e2e",
+            env=FAST_RECOVERY_ENV,
+        ) as stack:
+            assert stack.nats is not None
+            yield Infra(stack.nats, pg, stack.database_url, stack.launcher, secret_keys)
     finally:
-        launcher.cleanup()
-        nats_server.stop()
         if own_postgres:
             pg.stop()
-        else:
-            await drop_database(pg, name)
 
 
 @pytest.fixture

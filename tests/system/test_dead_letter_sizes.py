@@ -23,17 +23,12 @@ import pytest
 from shared import topology
 from shared.messages import AccountEvent, DeadLetter, decode, encode
 from shared.metric_tables import TABLE_NAMES
-from shared.migrate import apply_migrations
 from tests.infra import (
     NatsServer,
     PostgresServer,
-    ServiceLauncher,
-    create_database,
-    drop_database,
-    new_database_name,
     wait_until,
 )
-from tests.stack import Stack, wait_for_jobs
+from tests.stack import FAST_RECOVERY_ENV, Stack, isolated_stack, wait_for_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -45,31 +40,16 @@ SIZE = 900_000
 async def stack(
     tmp_path: Path, postgres_server: PostgresServer, secret_keys: str
 ) -> AsyncIterator[tuple[Stack, NatsServer]]:
-    nats_server = NatsServer(tmp_path / "nats")
-    nats_server.start()
-    name = new_database_name("sync_airbnb_dlsize")
-    url = await create_database(postgres_server, name)
-    apply_migrations(url)
-    env = {
-        "NATS_URL": nats_server.url,
-        "DATABASE_URL": url,
-        "SECRET_KEYS": secret_keys,
-        "AIRBNB_MIN_INTERVAL_S": "0",
-        "HTTP_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-        "JETSTREAM_ACK_WAIT_S": "4",
-        "FETCHER_HEARTBEAT_S": "1",
-        "FETCHER_RETRY_BASE_S": "0.5",
-        "FETCHER_RETRY_CAP_S": "2",
-        "WRITER_DB_RETRY_MAX_S": "2",
-    }
-    launcher = ServiceLauncher(base_env=env, logdir=tmp_path)
-    try:
-        yield Stack(launcher, url, secret_keys, TODAY), nats_server
-    finally:
-        launcher.cleanup()
-        nats_server.stop()
-        await drop_database(postgres_server, name)
+    async with isolated_stack(
+        tmp_path,
+        postgres_server,
+        secret_keys,
+        TODAY,
+        database_prefix="sync_airbnb_dlsize",
+        env=FAST_RECOVERY_ENV,
+    ) as stack:
+        assert stack.nats is not None
+        yield stack, stack.nats
 
 
 def garbage_subjects() -> list[str]:

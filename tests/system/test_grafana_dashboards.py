@@ -28,7 +28,6 @@ import pytest
 import yaml
 
 from shared.airbnb.windows import sync_window
-from shared.migrate import apply_migrations
 from tests.expected import expected_tables
 from tests.grafana import (
     SqlTarget,
@@ -40,14 +39,9 @@ from tests.grafana import (
     variables,
 )
 from tests.infra import (
-    NatsServer,
     PostgresServer,
-    ServiceLauncher,
-    create_database,
-    drop_database,
-    new_database_name,
 )
-from tests.stack import Stack, wait_for_jobs
+from tests.stack import isolated_stack, wait_for_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -97,25 +91,12 @@ async def synced(
     postgres_server: PostgresServer, secret_keys: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Synced]:
     tmp = tmp_path_factory.mktemp("grafana")
-    nats_server = NatsServer(tmp / "nats")
-    nats_server.start()
-    name = new_database_name("sync_airbnb_grafana")
-    url = await create_database(postgres_server, name)
-    apply_migrations(url)
-    env = {
-        "NATS_URL": nats_server.url,
-        "DATABASE_URL": url,
-        "SECRET_KEYS": secret_keys,
-        "AIRBNB_MIN_INTERVAL_S": "0",
-        "HTTP_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    launcher = ServiceLauncher(base_env=env, logdir=tmp)
-    try:
-        stack = Stack(launcher, url, secret_keys, DAY1)
+    async with isolated_stack(
+        tmp, postgres_server, secret_keys, DAY1, database_prefix="sync_airbnb_grafana"
+    ) as stack:
         sim = await stack.start_simulator(accounts=ACCOUNTS, listings=LISTINGS, seed=SEED)
         ids = [a["account_id"] for a in sim.accounts]
-        db = await asyncpg.connect(url)
+        db = await asyncpg.connect(stack.database_url)
         try:
             await stack.register(db, sim.accounts)
             stack.start("writer")
@@ -133,12 +114,8 @@ async def synced(
             assert [j["status"] for j in jobs] == ["succeeded"] * ACCOUNTS, jobs
         finally:
             await db.close()
-        launcher.cleanup()  # the data is in; no process needs to run for the queries
-        yield Synced(url, sim.accounts)
-    finally:
-        launcher.cleanup()
-        nats_server.stop()
-        await drop_database(postgres_server, name)
+        stack.launcher.cleanup()  # the data is in; no process needs to run for the queries
+        yield Synced(stack.database_url, sim.accounts)
 
 
 @pytest.fixture

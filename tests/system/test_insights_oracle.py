@@ -25,7 +25,6 @@ import pytest
 from shared.airbnb import cookies
 from shared.airbnb.windows import sync_window
 from shared.crypto import CredentialCipher
-from shared.migrate import apply_migrations
 from tests.expected_insights import (
     WINDOW_TABLES,
     Granularity,
@@ -39,15 +38,10 @@ from tests.expected_insights import (
     stored_rows,
 )
 from tests.infra import (
-    NatsServer,
     PostgresServer,
-    ServiceLauncher,
-    create_database,
-    drop_database,
     free_port,
-    new_database_name,
 )
-from tests.stack import Stack, wait_for_jobs
+from tests.stack import Stack, isolated_stack, wait_for_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -68,27 +62,15 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """A nats-server and a database of the test's own: the scheduler backfills every
     never-synced account of its database at start, so it must see only this one."""
-    nats_server = NatsServer(tmp_path / "nats")
-    nats_server.start()
-    name = new_database_name("sync_airbnb_insights")
-    url = await create_database(postgres_server, name)
-    apply_migrations(url)
-    env = {
-        "NATS_URL": nats_server.url,
-        "DATABASE_URL": url,
-        "SECRET_KEYS": secret_keys,
-        "ADMIN_API_KEYS": KEY["X-API-Key"],
-        "AIRBNB_MIN_INTERVAL_S": "0",
-        "HTTP_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    launcher = ServiceLauncher(base_env=env, logdir=tmp_path)
-    try:
-        yield Stack(launcher, url, secret_keys, DAY_1)
-    finally:
-        launcher.cleanup()
-        nats_server.stop()
-        await drop_database(postgres_server, name)
+    async with isolated_stack(
+        tmp_path,
+        postgres_server,
+        secret_keys,
+        DAY_1,
+        database_prefix="sync_airbnb_insights",
+        env={"ADMIN_API_KEYS": KEY["X-API-Key"]},
+    ) as stack:
+        yield stack
 
 
 async def refresh_credentials(

@@ -15,16 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.migrate import apply_migrations
 from tests.infra import (
-    NatsServer,
     PostgresServer,
     ServiceLauncher,
-    create_database,
-    drop_database,
-    new_database_name,
 )
-from tests.stack import Simulator, Stack, wait_for_jobs
+from tests.stack import Simulator, Stack, isolated_stack, wait_for_jobs
 
 TODAY = dt.date(2025, 7, 11)
 
@@ -52,26 +47,10 @@ async def stack(
     tmp_path: Path, postgres_server: PostgresServer, secret_keys: str
 ) -> AsyncIterator[Stack]:
     """Its own NATS and database: its scheduler's start-up backfill sees only its accounts."""
-    nats_server = NatsServer(tmp_path / "nats")
-    nats_server.start()
-    name = new_database_name("sync_airbnb_sync_cmd")
-    url = await create_database(postgres_server, name)
-    apply_migrations(url)
-    env = {
-        "NATS_URL": nats_server.url,
-        "DATABASE_URL": url,
-        "SECRET_KEYS": secret_keys,
-        "AIRBNB_MIN_INTERVAL_S": "0",
-        "HTTP_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    launcher = ServiceLauncher(base_env=env, logdir=tmp_path)
-    try:
-        yield Stack(launcher, url, secret_keys, TODAY)
-    finally:
-        launcher.cleanup()
-        nats_server.stop()
-        await drop_database(postgres_server, name)
+    async with isolated_stack(
+        tmp_path, postgres_server, secret_keys, TODAY, database_prefix="sync_airbnb_sync_cmd"
+    ) as stack:
+        yield stack
 
 
 async def sync(stack: Stack, *args: str, **env: str) -> tuple[int, str, str]:
