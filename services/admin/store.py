@@ -341,9 +341,24 @@ async def handled_trigger(db: Conn | asyncpg.Pool, trigger_id: uuid.UUID) -> asy
 # every scrape of it (~49 a date) and sorts them: on 1,000 listings x 56 days of ~49
 # scrapes each it is 0.65 s against 4.7 s through the DISTINCT ON view (docs/insights.md).
 
+
+def _rate(column: str) -> str:
+    """A stored rate, or null where Airbnb showed "-": it sends doubleValue 0.0 with
+    valueString "-" when the rate has no denominator (no first-page impressions that day),
+    and the pivots store both as sent; that 0.0 is no rate and must not read as 0 %."""
+    return f"CASE WHEN m.{column}_string = '-' THEN NULL ELSE m.{column} END AS {column}"
+
+
+# What the lateral probe reads (_CHART_READ) and what the query above it selects from it.
 _CHART_COLUMNS = (
     "m.time, m.p3_impressions_your_value, m.p3_impressions_similar_value,"
     " m.conversion_rate_your_value, m.conversion_rate_similar_value"
+)
+_CHART_READ = (
+    "m.time, m.p3_impressions_your_value, m.p3_impressions_similar_value, "
+    + _rate("conversion_rate_your_value")
+    + ", "
+    + _rate("conversion_rate_similar_value")
 )
 
 
@@ -387,7 +402,7 @@ _ACCOUNT_DAYS_SQL = (
     f"SELECT l.account_id, l.airbnb_listing_id, d.day::date AS day, {_CHART_COLUMNS}"
     " FROM airbnb.listings l"
     " CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)"
-    + _latest_row("chart_query", "metric_date", _CHART_COLUMNS, "d.day::date", 5)
+    + _latest_row("chart_query", "metric_date", _CHART_READ, "d.day::date", 5)
     + " WHERE l.account_id = $1 AND ($4::text IS NULL OR l.airbnb_listing_id = $4)"
 )
 
@@ -406,11 +421,12 @@ async def latest_days(
 
 
 _WINDOW_COLUMNS = "m.window_end, m.time, m.conversion_rate_value"
+_WINDOW_READ = "m.window_end, m.time, " + _rate("conversion_rate_value")
 # $1 account, $2 listing, $3 the window starts, $4 as_of or null.
 _WINDOWS_SQL = " UNION ALL ".join(
     f"SELECT '{table}' AS table_name, w.start AS window_start, {_WINDOW_COLUMNS}"
     " FROM airbnb.listings l CROSS JOIN unnest($3::date[]) AS w(start)"
-    + _latest_row(table, "window_start", _WINDOW_COLUMNS, "w.start", 4)
+    + _latest_row(table, "window_start", _WINDOW_READ, "w.start", 4)
     + " WHERE l.account_id = $1 AND l.airbnb_listing_id = $2"
     for table in ("list_of_metrics", "chart_summary")
 )
@@ -446,8 +462,8 @@ async def every_scrape(
     """Every scrape's row of the listing's dates in [start, end]: forward demand."""
     rows = await conn.fetch(
         "SELECT account_id, airbnb_listing_id, metric_date AS day, "
-        + _CHART_COLUMNS.replace("m.", "")
-        + " FROM airbnb.chart_query WHERE account_id = $1 AND airbnb_listing_id = $2"
+        + _CHART_READ
+        + " FROM airbnb.chart_query m WHERE account_id = $1 AND airbnb_listing_id = $2"
         " AND metric_date BETWEEN $3 AND $4 ORDER BY metric_date, time",
         account_id,
         listing_id,
@@ -523,7 +539,7 @@ async def portfolio_days(
         f"SELECT l.account_id, l.airbnb_listing_id, d.day::date AS day, {_CHART_COLUMNS}"
         + _PORTFOLIO_FROM
         + " CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)"
-        + _latest_row("chart_query", "metric_date", _CHART_COLUMNS, "d.day::date", 4)
+        + _latest_row("chart_query", "metric_date", _CHART_READ, "d.day::date", 4)
         + _PORTFOLIO_WHERE,
         customer_id,
         start,

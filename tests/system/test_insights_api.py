@@ -298,6 +298,47 @@ async def test_as_of_picks_the_older_scrape(client: TestClient, db: asyncpg.Conn
     assert rate["listing_id"] is None and rate["kind"] == "rate"
 
 
+async def test_a_rate_airbnb_showed_as_a_dash_is_no_rate(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    """Airbnb sends doubleValue 0.0 with valueString "-" where a rate has no denominator;
+    the rows keep both as sent, and the read API answers null there, not 0 %."""
+    aid = await new_account(db)
+    dash, zero = D(2026, 3, 2), D(2026, 3, 3)
+    for day, text in ((dash, "-"), (zero, "0.00%")):
+        await db.execute(
+            "INSERT INTO airbnb.chart_query (account_id, airbnb_listing_id, metric_date, time,"
+            " p3_impressions_your_value, conversion_rate_your_value,"
+            " conversion_rate_your_value_string, p3_impressions_similar_value,"
+            " conversion_rate_similar_value, conversion_rate_similar_value_string)"
+            " VALUES ($1, '111', $2, $3, 0, 0.0, $4, 0, 0.0, $4)",
+            aid,
+            day,
+            at(zero),
+            text,
+        )
+    # The whole ISO week of 2026-03-02 as Airbnb's 7-day window (Sunday..Saturday before).
+    await db.execute(
+        "INSERT INTO airbnb.list_of_metrics (account_id, airbnb_listing_id, window_start, time,"
+        " window_end, conversion_rate_value, conversion_rate_value_string)"
+        " VALUES ($1, '111', $2, $3, $4, 0.0, '-')",
+        aid,
+        D(2026, 3, 1),
+        at(zero),
+        D(2026, 3, 7),
+    )
+    url = f"/api/v1/accounts/{aid}/insights"
+    q = {"metric": "conversion_rate", "listing_id": "111", "from": dash}
+    days = (await get(client, url, **q, to=zero))["points"]
+    assert [(p["period_start"], p["own"], p["similar"]) for p in days] == [
+        (str(dash), None, None),
+        (str(zero), 0.0, 0.0),
+    ]
+    (week,) = (await get(client, url, **q, to=D(2026, 3, 8), granularity="week"))["points"]
+    # No window figure to use, and no page views to weigh the days by.
+    assert (week["own"], week["own_source"]) == (None, "view_weighted")
+
+
 async def test_a_week_is_airbnbs_window_figure_as_of_the_scrape_that_had_it(
     client: TestClient, db: asyncpg.Connection
 ) -> None:
