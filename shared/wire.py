@@ -16,7 +16,6 @@ from shared import topology
 from shared.messages import (
     AccountEvent,
     AccountEventName,
-    CredentialCheck,
     CredentialsRotated,
     DeadLetter,
     JobEvent,
@@ -39,7 +38,6 @@ MODEL_BY_SUBJECT: Final[Mapping[str, type[Message]]] = {
     topology.SYNC_PROGRESS: ListingResult,
     topology.SYNC_EVENTS: JobEvent,
     topology.SYNC_CREDENTIALS: CredentialsRotated,
-    topology.CREDENTIAL_CHECKS: CredentialCheck,
 }
 
 # Subjects whose last token is an id or a name, not a fixed word.

@@ -17,6 +17,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -205,22 +206,6 @@ class AccountPatch(Body):
     is_active: bool = _optional()
 
 
-class ValidateQuery(Query):
-    validate_: bool = Field(
-        default=False,
-        alias="validate",
-        description="true: a fetcher tries `airbnb_cookie` against Airbnb first (its preflight "
-        "and one ListingsSectionQuery), and nothing is saved unless the session is live "
-        "(422 credentials_rejected, or 503 with Retry-After when no fetcher answers). "
-        "Ignored when the body carries no airbnb_cookie",
-    )
-
-
-class CredentialsCheckOut(Out):
-    outcome: Literal["live"] = Field(description="the session works (others are a 422)")
-    listings: int = Field(description="the listings Airbnb reports for the session")
-
-
 class AccountOut(Out):
     account_id: str
     customer_id: str | None
@@ -243,11 +228,6 @@ class AccountOut(Out):
     created_at: dt.datetime
     updated_at: dt.datetime
     deleted_at: dt.datetime | None
-    credentials_check: CredentialsCheckOut | None = Field(
-        default=None,
-        description="what a fetcher found of the cookie, in the answer to a write with "
-        "validate=true that carried one; null otherwise",
-    )
 
 
 class AccountListQuery(Query):
@@ -612,6 +592,71 @@ class ListingsOut(Out):
     items: list[ListingOut] = Field(description="by airbnb_listing_id")
 
 
+# --- the audit trail ----------------------------------------------------------------------
+
+# What an audit entry records (services/admin/audit.py says which change writes which).
+AuditAction = Literal[
+    "account_created",
+    "account_updated",
+    "credentials_replaced",
+    "account_deactivated",
+    "account_reactivated",
+    "account_deleted",
+    "account_restored",
+    "sync_triggered",
+    "key_created",
+    "key_revoked",
+    "connect_token_created",
+    "connect_token_revoked",
+    "account_connected",
+]
+# Bounded like the read API's dates: a time outside Python's years (after its offset is
+# applied) would be a 500 where it is encoded for PostgreSQL.
+FIRST_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LAST_TIME = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)
+
+
+class AuditQuery(Query):
+    limit: Limit = 50
+    offset: Offset = 0
+    account_id: AccountId | None = Field(default=None, description="only this account's entries")
+    action: AuditAction | None = Field(default=None, description="only entries of this action")
+    since: Annotated[AwareDatetime, Field(ge=FIRST_TIME, lt=LAST_TIME)] | None = Field(
+        default=None,
+        description="only entries at or after this time (RFC 3339 with an offset, "
+        "1970-01-01T00:00:00Z .. 2999-12-31T23:59:59Z)",
+    )
+
+
+class AuditEntryOut(Out):
+    entry_id: int = Field(description="increasing in the order the entries were written")
+    at: dt.datetime = Field(description="when the change's transaction began")
+    actor: str = Field(
+        description="the key's name; bootstrap:<n> for the n-th key of ADMIN_API_KEYS, "
+        "connect-token:<id> for a connect token, cli for the command line"
+    )
+    actor_scope: str = Field(description="the actor's scope: admin, read, customer or connect")
+    client: str = Field(description="where the request came from (the client's address)")
+    action: AuditAction
+    account_id: str | None
+    key_name: str | None = Field(description="the key created or revoked")
+    fields: list[str] = Field(
+        description="the names of the fields that changed; a cookie is 'credentials', "
+        "and no value of it is ever recorded"
+    )
+    detail: dict[str, Any] | None = Field(
+        description="what else the action says: old and new values of plain fields, the "
+        "credentials version, a trigger's id; never a credential"
+    )
+
+
+class AuditPage(Out):
+    items: list[AuditEntryOut] = Field(description="newest first")
+    total: int
+    limit: int
+    offset: int
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -624,8 +669,6 @@ class FieldError(Out):
 class ErrorBody(Out):
     error: str = Field(description="a stable machine-readable code")
     detail: str
-    # credentials_rejected: what the fetcher found (expired, other_host, rejected)
-    reason: str | None = None
     fields: list[FieldError] | None = None
 
 

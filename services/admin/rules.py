@@ -33,11 +33,15 @@ PATCH_FIELDS = ("x_client_version", "user_agent", "customer_id", "is_active")
 
 @dataclass(frozen=True, slots=True)
 class HeldAccount:
-    """The fields of an account row, held FOR UPDATE, that the write rules read."""
+    """The fields of an account row, held FOR UPDATE, that the write rules read (and the
+    audit trail compares with the row written: services/admin/audit.py)."""
 
     credentials_encrypted: str
     is_active: bool
     deleted: bool
+    x_client_version: str
+    user_agent: str
+    customer_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

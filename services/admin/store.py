@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import orjson
 
 from services.admin.insights import DayRow, ListingInfo, WindowRow
-from services.admin.models import AccountCreate, AccountListQuery, ListingError
+from services.admin.models import (
+    AccountCreate,
+    AccountListQuery,
+    AuditAction,
+    AuditQuery,
+    ListingError,
+)
 from services.admin.rules import HeldAccount, TriggerState
 from shared.db import Conn
+
+if TYPE_CHECKING:
+    # only a type here: auth.py reads keys through this module
+    from services.admin.auth import Caller
 
 # Every column but credentials_encrypted: the token is not needed to answer, so not read.
 ACCOUNT_COLUMNS = """account_id, customer_id, x_client_version, user_agent, is_active,
@@ -107,8 +118,8 @@ async def trigger_state(db: Conn | asyncpg.Pool, account_id: str) -> TriggerStat
 async def hold_account(conn: Conn, account_id: str) -> HeldAccount | None:
     """The account's row, locked FOR UPDATE until the transaction ends."""
     row = await conn.fetchrow(
-        "SELECT credentials_encrypted, is_active, deleted_at FROM airbnb.accounts "
-        "WHERE account_id = $1 FOR UPDATE",
+        "SELECT credentials_encrypted, is_active, deleted_at, x_client_version, user_agent,"
+        " customer_id FROM airbnb.accounts WHERE account_id = $1 FOR UPDATE",
         account_id,
     )
     if row is None:
@@ -117,6 +128,9 @@ async def hold_account(conn: Conn, account_id: str) -> HeldAccount | None:
         credentials_encrypted=row["credentials_encrypted"],
         is_active=row["is_active"],
         deleted=row["deleted_at"] is not None,
+        x_client_version=row["x_client_version"],
+        user_agent=row["user_agent"],
+        customer_id=row["customer_id"],
     )
 
 
@@ -547,3 +561,71 @@ async def portfolio_days(
         as_of,
     )
     return _day_rows(rows)
+
+
+# --- the audit trail (migrations/0011_audit_log.sql, services/admin/audit.py) -------------
+
+
+async def record(
+    conn: Conn,
+    caller: Caller,
+    action: AuditAction,
+    *,
+    account_id: str | None = None,
+    key_name: str | None = None,
+    fields: Sequence[str] = (),
+    detail: Mapping[str, Any] | None = None,
+) -> int:
+    """Append an audit entry in the caller's transaction (it is kept only if that commits);
+    its id. ``fields`` are names and ``detail`` never holds a credential's value: the caller
+    says "credentials" and nothing of the cookie.
+
+    The detail goes as JSON text, so that a connection without the pool's jsonb codec
+    (the command line's) writes the same entry."""
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO airbnb.audit_log (actor, actor_scope, client, action, account_id,"
+        " key_name, fields, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)"
+        " RETURNING entry_id",
+        caller.name,
+        caller.scope,
+        caller.client,
+        action,
+        account_id,
+        key_name,
+        list(fields),
+        None if detail is None else orjson.dumps(dict(detail)).decode(),
+    )
+    return entry_id
+
+
+def _audit_filter(q: AuditQuery) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value, op in (
+        ("account_id", q.account_id, "="),
+        ("action", q.action, "="),
+        ("at", q.since, ">="),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} {op} ${len(args)}")
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+async def count_audit(conn: Conn, q: AuditQuery) -> int:
+    cond, args = _audit_filter(q)
+    total: int = await conn.fetchval(f"SELECT count(*) FROM airbnb.audit_log{cond}", *args)
+    return total
+
+
+async def audit_page(conn: Conn, q: AuditQuery) -> list[asyncpg.Record]:
+    """A page of entries, newest first."""
+    cond, args = _audit_filter(q)
+    return await conn.fetch(
+        "SELECT entry_id, at, actor, actor_scope, client, action, account_id, key_name,"
+        f" fields, detail FROM airbnb.audit_log{cond}"
+        f" ORDER BY entry_id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        *args,
+        q.limit,
+        q.offset,
+    )

@@ -25,7 +25,12 @@ def held(
     cipher: CredentialCipher, cookie: str, *, active: bool = True, deleted: bool = False
 ) -> HeldAccount:
     return HeldAccount(
-        credentials_encrypted=cipher.encrypt(cookie), is_active=active, deleted=deleted
+        credentials_encrypted=cipher.encrypt(cookie),
+        is_active=active,
+        deleted=deleted,
+        x_client_version="v1",
+        user_agent="UA",
+        customer_id=None,
     )
 
 
