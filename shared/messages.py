@@ -198,6 +198,35 @@ class SyncRequest(Message):
     requested_at: dt.datetime
 
 
+# --- admin -> fetcher (request/reply) ------------------------------------------------------
+
+
+class CredentialCheck(Message):
+    """airbnb.credentials.check: run the preflight and one ListingsSectionQuery with these
+    credentials, before the admin saves them. The cookie travels as in a SyncRequest
+    (``credentials.version`` means nothing here: nothing is saved back)."""
+
+    account_id: str
+    credentials: EncryptedCredentials
+    requested_at: dt.datetime
+
+
+# live: the session works (listings: how many Airbnb reports); expired: Airbnb sent the
+# session to its login page (logged out, revoked, or too old); other_host: the cookie is
+# another host's (its _user_attributes); rejected: Airbnb refused the request (a 4xx that
+# is not a login). unavailable: no verdict on the credentials (Airbnb failing or slow,
+# the fetcher busy, or unable to decrypt them): the admin answers 503, not 422.
+CredentialCheckOutcome = Literal["live", "expired", "other_host", "rejected", "unavailable"]
+
+
+class CredentialCheckResult(Message):
+    """The reply to a CredentialCheck. ``reason`` never holds a cookie value."""
+
+    outcome: CredentialCheckOutcome
+    listings: int | None = Field(default=None, ge=0)
+    reason: str = ""
+
+
 # --- fetcher -> writer --------------------------------------------------------------------
 
 

@@ -47,6 +47,12 @@ LISTINGS_TRUNCATED = Counter(
     "(totalCount); each one's job ends partial, 'N of M listings returned'.",
 )
 SYNCS_IN_FLIGHT = Gauge("sync_airbnb_syncs_in_flight", "Account syncs running in this fetcher.")
+CREDENTIAL_CHECKS = Counter(
+    "sync_airbnb_credential_checks_total",
+    "Credential checks a fetcher answered (airbnb.credentials.check), by outcome (live, "
+    "expired, other_host, rejected, unavailable).",
+    ["outcome"],
+)
 EXTRA_METRICS = Counter(
     "sync_airbnb_extra_metrics_total",
     "Metric values Airbnb returned that have no column (kept in extra_metrics), by table.",

@@ -44,6 +44,12 @@ SYNC_EVENTS = "airbnb.sync.events"
 SYNC_CREDENTIALS = "airbnb.sync.credentials"  # rotated auth cookies, fetcher -> writer
 JOB_UPDATES = "airbnb.jobs.*"  # core pub/sub: job state changes, for `sync --wait` and demo
 DEAD_LETTERS = "airbnb.deadletter.*"
+# Core request/reply, admin -> one fetcher: is this cookie a live session of this host?
+# (issue 16: credentials checked before they are saved). Not JetStream: an answer that
+# comes after the admin stopped waiting is worthless, and the cookie is not kept anywhere.
+# The queue group makes one fetcher of all replicas answer each check.
+CREDENTIAL_CHECKS = "airbnb.credentials.check"
+CREDENTIAL_CHECKS_QUEUE = "fetchers"
 
 
 def account_event_subject(event: str) -> str:

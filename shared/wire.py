@@ -16,6 +16,7 @@ from shared import topology
 from shared.messages import (
     AccountEvent,
     AccountEventName,
+    CredentialCheck,
     CredentialsRotated,
     DeadLetter,
     JobEvent,
@@ -38,6 +39,7 @@ MODEL_BY_SUBJECT: Final[Mapping[str, type[Message]]] = {
     topology.SYNC_PROGRESS: ListingResult,
     topology.SYNC_EVENTS: JobEvent,
     topology.SYNC_CREDENTIALS: CredentialsRotated,
+    topology.CREDENTIAL_CHECKS: CredentialCheck,
 }
 
 # Subjects whose last token is an id or a name, not a fixed word.

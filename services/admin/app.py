@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.admin.accounts import AccountService
+from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
 from services.admin.middlewares import Cors, api_key_auth, body_limit, json_errors, security_headers
@@ -26,6 +27,7 @@ from services.admin.routes import all_operations, public_paths, setup_routes
 from services.admin.settings import AdminSettings
 from services.admin.state import (
     ACCOUNTS,
+    CREDENTIALS,
     DOCS_HTML,
     EXPORT,
     INSIGHTS,
@@ -59,6 +61,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     cipher = CredentialCipher(settings.secret_keys)
     app[ACCOUNTS] = AccountService(pool, cipher)
     app[SYNCS] = SyncTrigger(pool, app[NATS], settings.sync_trigger_timeout_s)
+    app[CREDENTIALS] = CredentialChecker(app[NATS], pool, cipher, settings.admin_validate_timeout_s)
     app[JOBS] = JobQueries(pool)
     app[EXPORT] = MetricsExport(
         pool, max_days=settings.export_max_days, fetch_rows=settings.export_fetch_rows

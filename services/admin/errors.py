@@ -26,6 +26,7 @@ class ApiError(Exception):
         *,
         fields: Sequence[FieldError] | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
@@ -33,9 +34,12 @@ class ApiError(Exception):
         self.detail = detail
         self.fields = list(fields) if fields is not None else None
         self.headers = headers or {}
+        self.reason = reason
 
     def body(self) -> ErrorBody:
-        return ErrorBody(error=self.code, detail=self.detail, fields=self.fields)
+        return ErrorBody(
+            error=self.code, detail=self.detail, reason=self.reason, fields=self.fields
+        )
 
 
 def not_found(what: str, key: object) -> ApiError:

@@ -26,8 +26,18 @@ from services.admin.models import (
     JobListQuery,
     PortfolioQuery,
     SyncTriggerBody,
+    ValidateQuery,
 )
-from services.admin.state import ACCOUNTS, DOCS_HTML, EXPORT, INSIGHTS, JOBS, OPENAPI, SYNCS
+from services.admin.state import (
+    ACCOUNTS,
+    CREDENTIALS,
+    DOCS_HTML,
+    EXPORT,
+    INSIGHTS,
+    JOBS,
+    OPENAPI,
+    SYNCS,
+)
 from shared.service_http import json_response
 
 B = TypeVar("B", bound=BaseModel)
@@ -186,7 +196,14 @@ def model_response(model: BaseModel, status: int = 200) -> web.Response:
 
 async def create_or_update_account(request: web.Request) -> web.Response:
     body = await parse_body(request, AccountCreate)
+    # validate=true: a fetcher's verdict first; nothing is written unless it is live.
+    checked = (
+        await request.app[CREDENTIALS].check_create(body)
+        if parse_query(request, ValidateQuery).validate_
+        else None
+    )
     account, created = await request.app[ACCOUNTS].create_or_update(body)
+    account = account.model_copy(update={"credentials_check": checked})
     resp = model_response(account, 201 if created else 200)
     resp.headers["Location"] = f"/api/v1/accounts/{account.account_id}"
     return resp
@@ -204,7 +221,13 @@ async def get_account(request: web.Request) -> web.Response:
 async def patch_account(request: web.Request) -> web.Response:
     aid = account_id(request)
     body = await parse_body(request, AccountPatch)
-    return model_response(await request.app[ACCOUNTS].patch(aid, body))
+    checked = (
+        await request.app[CREDENTIALS].check_patch(aid, body)
+        if parse_query(request, ValidateQuery).validate_
+        else None
+    )
+    account = await request.app[ACCOUNTS].patch(aid, body)
+    return model_response(account.model_copy(update={"credentials_check": checked}))
 
 
 async def delete_account(request: web.Request) -> web.Response:

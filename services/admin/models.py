@@ -206,6 +206,22 @@ class AccountPatch(Body):
     is_active: bool = _optional()
 
 
+class ValidateQuery(Query):
+    validate_: bool = Field(
+        default=False,
+        alias="validate",
+        description="true: a fetcher tries `airbnb_cookie` against Airbnb first (its preflight "
+        "and one ListingsSectionQuery), and nothing is saved unless the session is live "
+        "(422 credentials_rejected, or 503 with Retry-After when no fetcher answers). "
+        "Ignored when the body carries no airbnb_cookie",
+    )
+
+
+class CredentialsCheckOut(Out):
+    outcome: Literal["live"] = Field(description="the session works (others are a 422)")
+    listings: int = Field(description="the listings Airbnb reports for the session")
+
+
 class AccountOut(Out):
     account_id: str
     customer_id: str | None
@@ -228,6 +244,11 @@ class AccountOut(Out):
     created_at: dt.datetime
     updated_at: dt.datetime
     deleted_at: dt.datetime | None
+    credentials_check: CredentialsCheckOut | None = Field(
+        default=None,
+        description="what a fetcher found of the cookie, in the answer to a write with "
+        "validate=true that carried one; null otherwise",
+    )
 
 
 class AccountListQuery(Query):
@@ -669,6 +690,8 @@ class FieldError(Out):
 class ErrorBody(Out):
     error: str = Field(description="a stable machine-readable code")
     detail: str
+    # credentials_rejected: what the fetcher found (expired, other_host, rejected)
+    reason: str | None = None
     fields: list[FieldError] | None = None
 
 

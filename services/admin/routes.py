@@ -42,6 +42,7 @@ from services.admin.models import (
     ReadyOut,
     SyncTriggerBody,
     TriggerOut,
+    ValidateQuery,
 )
 from services.admin.openapi import (
     DOCS_ASSETS,
@@ -67,6 +68,17 @@ NOT_FOUND = _e("no such account")
 LISTING_NOT_FOUND = _e("no such account, or no such listing of the account")
 DATES = f"Dates are {FIRST_DATE} .. {LAST_DATE}."
 DELETED = _e("the account is soft-deleted (restore it first)")
+# validate=true (services/admin/credential_check.py): a fetcher's verdict before the write.
+CREDENTIALS_REJECTED = _e(
+    "the request is invalid (`fields` names each problem); with validate=true also "
+    "`credentials_rejected`: a fetcher found the session expired, another host's or refused "
+    "by Airbnb (`reason` says which, `fields` names airbnb_cookie), and nothing was saved"
+)
+CHECK_UNAVAILABLE = _e(
+    "PostgreSQL (or NATS) is not reachable; with validate=true also "
+    "`credentials_check_unavailable`: no fetcher answered within ADMIN_VALIDATE_TIMEOUT_S, "
+    "or Airbnb gave it no verdict, and nothing was saved"
+)
 
 
 def api_operations() -> list[Operation]:
@@ -83,8 +95,11 @@ def api_operations() -> list[Operation]:
                 200: Resp("updated", AccountOut),
                 201: Resp("created", AccountOut),
                 409: DELETED,
+                422: CREDENTIALS_REJECTED,
+                503: CHECK_UNAVAILABLE,
             },
             body=AccountCreate,
+            query=ValidateQuery,
             description="`airbnb_cookie` is a Cookie header or a list of `{name, value}` "
             "objects; only the auth cookies are kept, encrypted at rest and never returned. "
             "A 422 on `airbnb_cookie` when `_airbed_session_id`, `_aat` or `_user_attributes` "
@@ -123,8 +138,11 @@ def api_operations() -> list[Operation]:
                 200: Resp("the changed account", AccountOut),
                 404: NOT_FOUND,
                 409: DELETED,
+                422: CREDENTIALS_REJECTED,
+                503: CHECK_UNAVAILABLE,
             },
             body=AccountPatch,
+            query=ValidateQuery,
             path_params=ACCOUNT,
             description="A new `airbnb_cookie` is taken as by createOrUpdateAccount, its "
             "`_user_attributes` naming the path's account; when it differs from the stored "

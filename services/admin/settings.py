@@ -29,6 +29,12 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     sync_trigger_timeout_s: float = Field(
         default=5.0, gt=0, le=60, validation_alias="SYNC_TRIGGER_TIMEOUT_S"
     )
+    # How long a write with validate=true waits for a fetcher's credential check (503 with
+    # Retry-After after it, nothing saved). Above the fetchers' FETCHER_CHECK_TIMEOUT_S
+    # (10 s by default), so a slow Airbnb is their answer, not this timeout.
+    admin_validate_timeout_s: float = Field(
+        default=15.0, gt=0, le=120, validation_alias="ADMIN_VALIDATE_TIMEOUT_S"
+    )
     # How long the outbox relay waits for JetStream to store one account event before the
     # pass fails (its rows stay unpublished and the next pass sends them).
     event_publish_timeout_s: float = Field(

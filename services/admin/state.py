@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.admin.accounts import AccountService
+from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
 from services.admin.settings import AdminSettings
@@ -16,6 +17,7 @@ SETTINGS = web.AppKey("settings", AdminSettings)
 ACCOUNTS = web.AppKey("accounts", AccountService)
 SYNCS = web.AppKey("syncs", SyncTrigger)
 JOBS = web.AppKey("jobs", JobQueries)
+CREDENTIALS = web.AppKey("credentials", CredentialChecker)
 EXPORT = web.AppKey("export", MetricsExport)
 INSIGHTS = web.AppKey("insights", InsightQueries)
 # The OpenAPI document and its rendered page, built once at start-up.

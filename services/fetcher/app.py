@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from services.fetcher import pipeline
+from services.fetcher.credential_check import serve_checks
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.sync import (
     PermanentSyncError,
@@ -186,11 +187,18 @@ async def fetch_worker(app: web.Application, stopping: asyncio.Event) -> None:
     await worker.run(stopping)
 
 
+async def check_worker(app: web.Application, stopping: asyncio.Event) -> None:
+    """Answer credential checks (services/fetcher/credential_check.py) for the app's life."""
+    settings = app[SETTINGS]
+    await serve_checks(app[NATS], settings, CredentialCipher(settings.secret_keys), stopping)
+
+
 def create_app(settings: FetcherSettings) -> web.Application:
     app = service_app(SERVICE, shutdown_timeout_s=settings.shutdown_timeout_s)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(worker_context("fetch-requests", fetch_worker))
+    app.cleanup_ctx.append(worker_context("credential-checks", check_worker))
     return app
 
 

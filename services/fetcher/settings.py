@@ -35,6 +35,16 @@ class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListener
     fetcher_heartbeat_s: float = Field(
         default=15.0, gt=0, le=30, validation_alias="FETCHER_HEARTBEAT_S"
     )
+    # Credential checks (airbnb.credentials.check) one process runs at once, beside its
+    # syncs; more wait for a slot within their deadline.
+    fetcher_check_concurrency: int = Field(
+        default=4, ge=1, le=100, validation_alias="FETCHER_CHECK_CONCURRENCY"
+    )
+    # One check's deadline, slot wait included. Below the admin's ADMIN_VALIDATE_TIMEOUT_S
+    # (15 s by default), so a slow Airbnb is answered "unavailable" before the admin gives up.
+    fetcher_check_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, validation_alias="FETCHER_CHECK_TIMEOUT_S"
+    )
 
     @field_validator("fetcher_chunk_max_bytes")
     @classmethod

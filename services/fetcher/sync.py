@@ -55,6 +55,7 @@ from shared.airbnb.windows import DateRange, check_servable
 from shared.crypto import CredentialCipher, CredentialsError
 from shared.messages import (
     CredentialsRotated,
+    EncryptedCredentials,
     JobEvent,
     ListingResult,
     RowBatch,
@@ -150,17 +151,23 @@ def request_window(req: SyncRequest) -> DateRange:
 
 
 def new_client(deps: SyncDeps, req: SyncRequest, cookie: str) -> AirbnbClient:
-    s = deps.settings
+    return airbnb_client(deps.settings, req.account_id, cookie, req.credentials)
+
+
+def airbnb_client(
+    s: FetcherSettings, account_id: str, cookie: str, credentials: EncryptedCredentials
+) -> AirbnbClient:
+    """The client of one sync or one credential check: a fresh session and cookie jar."""
     return AirbnbClient(
         cookie=cookie,
-        x_client_version=req.credentials.x_client_version,
-        user_agent=req.credentials.user_agent,
+        x_client_version=credentials.x_client_version,
+        user_agent=credentials.user_agent,
         base_url=s.airbnb_base_url,
         min_interval_s=s.airbnb_min_interval_s,
         pacing_jitter=s.airbnb_pacing_jitter,
         max_attempts=s.airbnb_max_attempts,
         timeout_s=s.airbnb_request_timeout_s,
-        account_id=req.account_id,
+        account_id=account_id,
         api_key=s.airbnb_api_key,
         ca_file=str(s.airbnb_ca_file) if s.airbnb_ca_file else None,
         accept_language=s.airbnb_accept_language,

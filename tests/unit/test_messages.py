@@ -20,6 +20,8 @@ from shared import topology, wire
 from shared.messages import (
     AccountEvent,
     AccountEventName,
+    CredentialCheck,
+    CredentialCheckResult,
     CredentialsRotated,
     DeadLetter,
     DeadLetterPayloadRef,
@@ -127,6 +129,9 @@ SAMPLES: list[Message] = [
         ),
     ),
     DeadLetterPayloadRef(bucket="airbnb_dead_letter_payloads", name="deadletter:x:1"),
+    CredentialCheck(account_id="42", credentials=CREDENTIALS, requested_at=PARIS),
+    CredentialCheckResult(outcome="live", listings=7, reason="the session is live: 7 listings"),
+    CredentialCheckResult(outcome="expired", reason="preflight: login_redirect"),
 ]
 
 
