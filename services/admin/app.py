@@ -17,13 +17,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.admin.accounts import AccountService
+from services.admin.auth import FAILURES, authenticate
 from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
-from services.admin.middlewares import Cors, api_key_auth, body_limit, json_errors, security_headers
+from services.admin.middlewares import Cors, body_limit, json_errors, security_headers
 from services.admin.openapi import build_document, render_docs
 from services.admin.outbox import OutboxRelay
-from services.admin.routes import all_operations, public_paths, setup_routes
+from services.admin.routes import all_operations, public_paths, route_scopes, setup_routes
+from services.admin.scopes import FailureBuckets
 from services.admin.settings import AdminSettings
 from services.admin.state import (
     ACCOUNTS,
@@ -75,7 +77,7 @@ def create_app(settings: AdminSettings) -> web.Application:
     middlewares = (
         *((cors.preflight,) if cors.enabled else ()),
         json_errors,
-        api_key_auth(settings.admin_api_keys, public_paths(settings)),
+        authenticate(settings.admin_api_keys, route_scopes(settings), public_paths(settings)),
         body_limit(settings.admin_max_body_bytes),
     )
     app = service_app(
@@ -85,6 +87,11 @@ def create_app(settings: AdminSettings) -> web.Application:
         client_max_size=settings.admin_max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[FAILURES] = FailureBuckets(
+        settings.admin_auth_failures_burst,
+        settings.admin_auth_failures_per_minute,
+        settings.admin_auth_failures_max_clients,
+    )
     doc = build_document(all_operations(settings), title="sync-airbnb admin", version=_version())
     app[OPENAPI] = doc
     setup_routes(app)

@@ -1,14 +1,14 @@
-"""Cross-cutting concerns of the admin API: errors as JSON, API keys, body size, CORS.
+"""Cross-cutting concerns of the admin API: errors as JSON, body size, CORS (API keys and
+scopes: services/admin/auth.py).
 
 Order (outermost first, after the runtime's own last-resort ``error_middleware``):
-``cors_preflight`` → ``json_errors`` → ``api_key_auth`` → ``body_limit`` → handler.
+``cors_preflight`` → ``json_errors`` → ``auth.authenticate`` → ``body_limit`` → handler.
 Preflight is answered before authentication (browsers send no custom header on
 it); every error, including the auth middleware's, is rendered as JSON.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -86,37 +86,6 @@ def _render(exc: ApiError) -> web.StreamResponse:
     resp = json_response(exc.body().model_dump(mode="json", exclude_none=True), exc.status)
     resp.headers.update(exc.headers)
     return resp
-
-
-def api_key_auth(keys: Iterable[str], public_paths: Iterable[str]) -> Middleware:
-    """401 without X-API-Key, 403 with a key that is not one of ``keys``.
-
-    Each configured key is compared with ``hmac.compare_digest`` and every key is tried
-    whatever the earlier results, so the time taken says nothing about how close a
-    guess was or which key matched.
-    """
-    accepted = [k.encode() for k in keys]
-    public = frozenset(public_paths)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in public:
-            return await handler(request)
-        given = request.headers.get(API_KEY_HEADER)
-        if not given:
-            raise ApiError(
-                401, "missing_api_key", f"send an API key in the {API_KEY_HEADER} header"
-            )
-        # surrogateescape: a header that is not valid UTF-8 is compared, not a crash.
-        candidate = given.encode("utf-8", "surrogateescape")
-        ok = False
-        for key in accepted:
-            ok |= hmac.compare_digest(candidate, key)
-        if not ok:
-            raise ApiError(403, "invalid_api_key", f"the {API_KEY_HEADER} is not valid")
-        return await handler(request)
-
-    return middleware
 
 
 def body_limit(max_bytes: int) -> Middleware:

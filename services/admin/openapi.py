@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from services.admin.models import ErrorBody
+from services.admin.scopes import SCOPE_SENTENCES, RouteScope, admitted
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REF = "#/components/schemas/{model}"
@@ -50,12 +51,18 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     body_required: bool = True
-    # Needs no X-API-Key. Decided by the route table (with settings), never by the handler.
-    public: bool = False
+    # Which keys may call it (services/admin/scopes.py): "public" needs none. Decided by
+    # the route table (with settings), never by the handler; one middleware enforces it
+    # (services/admin/auth.py).
+    scope: RouteScope = "read"
     # Reads the database (503 when PostgreSQL is down).
     uses_db: bool = True
     path_params: dict[str, TypeAdapter[Any]] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def public(self) -> bool:
+        return self.scope == "public"
 
 
 RETRY_AFTER_HEADER: dict[str, Any] = {
@@ -72,9 +79,13 @@ def _error(description: str) -> Resp:
 def _responses_for(op: Operation) -> dict[int, Resp]:
     """The operation's own responses plus the ones middlewares add for it."""
     out = dict(op.responses)
-    if not op.public:
-        out.setdefault(401, _error("X-API-Key is missing"))
-        out.setdefault(403, _error("X-API-Key is not a valid key"))
+    if not op.public and op.scope != "connect":
+        out.setdefault(401, _error("X-API-Key is missing, not a valid key, or revoked"))
+        out.setdefault(403, _error("the key's scope does not allow this operation"))
+        out.setdefault(
+            429,
+            Resp("too many failed authentications from this address (Retry-After)", ErrorBody),
+        )
     if op.body is not None:
         out.setdefault(413, _error("the request body is larger than ADMIN_MAX_BODY_BYTES"))
         out.setdefault(415, _error("the request body is not sent as application/json"))
@@ -112,10 +123,17 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
             "tags": [op.tag],
             "responses": {},
         }
-        if op.description:
-            item["description"] = op.description
+        # Each operation says its scopes: the security requirement names the key scopes
+        # (OpenAPI 3.1 allows role names for an apiKey scheme), x-scopes lists them and a
+        # sentence of the description says it in words.
+        scopes = admitted(op.scope) if op.scope != "public" else []
+        item["x-scopes"] = scopes
+        sentence = SCOPE_SENTENCES[op.scope]
+        item["description"] = f"{op.description} {sentence}" if op.description else sentence
         if op.public:
             item["security"] = []
+        elif op.scope != "connect":
+            item["security"] = [{"ApiKey": scopes}]
         params: list[dict[str, Any]] = []
         for name in re.findall(r"{(\w+)}", op.path):
             adapter = op.path_params[name]
@@ -153,7 +171,7 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
                 }
             elif resp.content is not None:
                 entry["content"] = resp.content
-            if status == 503:  # every 503 carries it (services.admin.errors.unavailable)
+            if status in (429, 503):  # every one carries it (errors.unavailable, auth)
                 entry["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
             item["responses"][str(status)] = entry
         paths.setdefault(op.path, {})[op.method.lower()] = item
@@ -165,7 +183,13 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
             "version": version,
             "description": "The operator's API of sync-airbnb: accounts, sync triggers, job "
             f"status and metrics export. Every operation needs the `{API_KEY_HEADER}` header "
-            "unless it says otherwise.",
+            "unless it says otherwise. A key has a scope: admin (everything), read (every "
+            "GET, no write) or customer (the accounts of its customer only; another "
+            "customer's account is a 404, as if it did not exist); each operation lists the "
+            "scopes it admits in its security requirement and in `x-scopes`. 401: no key, "
+            "or a key that is not valid or revoked; 403 `insufficient_scope`: a valid key "
+            "whose scope the operation does not admit; 429: too many failed "
+            "authentications from one address (Retry-After).",
         },
         "servers": [{"url": "/"}],
         "paths": paths,

@@ -51,6 +51,7 @@ from services.admin.openapi import (
     Resp,
     swagger_ui_dir,
 )
+from services.admin.scopes import RouteScope
 from services.admin.settings import AdminSettings
 from shared import service_http
 
@@ -106,6 +107,7 @@ def api_operations() -> list[Operation]:
             "is missing, or when `_user_attributes` names another host than `account_id`. A "
             "changed cookie bumps `credentials_version` and clears the account's "
             "needs-new-credentials mark.",
+            scope="write",
         ),
         Operation(
             "GET",
@@ -148,6 +150,7 @@ def api_operations() -> list[Operation]:
             "`_user_attributes` naming the path's account; when it differs from the stored "
             "cookies it replaces them, bumps `credentials_version` and clears the "
             "needs-new-credentials mark.",
+            scope="write",
         ),
         Operation(
             "DELETE",
@@ -162,6 +165,7 @@ def api_operations() -> list[Operation]:
                 409: _e("the account is already deleted"),
             },
             path_params=ACCOUNT,
+            scope="write",
         ),
         Operation(
             "POST",
@@ -176,6 +180,7 @@ def api_operations() -> list[Operation]:
                 409: _e("the account is not deleted"),
             },
             path_params=ACCOUNT,
+            scope="write",
         ),
         Operation(
             "POST",
@@ -198,6 +203,7 @@ def api_operations() -> list[Operation]:
             body=SyncTriggerBody,
             body_required=False,
             path_params=ACCOUNT,
+            scope="write",
         ),
         Operation(
             "GET",
@@ -351,7 +357,7 @@ def api_operations() -> list[Operation]:
             "meta",
             {200: Resp("HTML", content={"text/html": {"schema": {"type": "string"}}})},
             # The page holds no data: it asks for a key and sends it with each API call.
-            public=True,
+            scope="public",
             uses_db=False,
         ),
     ]
@@ -368,7 +374,7 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
             "Liveness: 200 while the event loop runs",
             "operations",
             {200: Resp("alive", HealthOut)},
-            public=True,
+            scope="public",
             uses_db=False,
         ),
         Operation(
@@ -379,7 +385,7 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
             "Readiness: PostgreSQL and NATS both answer",
             "operations",
             {200: Resp("ready", ReadyOut), 503: Resp("not ready; checks says which", ReadyOut)},
-            public=True,
+            scope="public",
             uses_db=False,
         ),
         Operation(
@@ -394,22 +400,36 @@ def runtime_operations(settings: AdminSettings) -> list[Operation]:
                     "Prometheus text format", content={"text/plain": {"schema": {"type": "string"}}}
                 )
             },
-            public=settings.admin_metrics_public,
+            # Counts across every customer: admin and read keys, never a customer key.
+            scope="public" if settings.admin_metrics_public else "operator",
             uses_db=False,
         ),
     ]
 
 
-# The document holds no secrets, so it and its page need no key unless ADMIN_DOCS_PUBLIC=false.
+# The document holds no secrets, so it and its page need no key unless ADMIN_DOCS_PUBLIC=false
+# (then any key, a customer's too).
 DOCS_OPERATIONS = frozenset({"openapi", "docs"})
 
 
 def all_operations(settings: AdminSettings) -> list[Operation]:
+    docs_scope: RouteScope = "public" if settings.admin_docs_public else "read"
     api = [
-        replace(op, public=settings.admin_docs_public) if op.operation_id in DOCS_OPERATIONS else op
+        replace(op, scope=docs_scope) if op.operation_id in DOCS_OPERATIONS else op
         for op in api_operations()
     ]
     return [*api, *runtime_operations(settings)]
+
+
+def route_scopes(settings: AdminSettings) -> dict[tuple[str, str], RouteScope]:
+    """Each (method, path template) route's scope: what the auth middleware
+    (services/admin/auth.py) enforces; HEAD is its GET's."""
+    out: dict[tuple[str, str], RouteScope] = {}
+    for op in all_operations(settings):
+        out[(op.method, op.path)] = op.scope
+        if op.method == "GET":
+            out[("HEAD", op.path)] = op.scope
+    return out
 
 
 def public_paths(settings: AdminSettings) -> tuple[str, ...]:

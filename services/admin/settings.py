@@ -51,6 +51,18 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     export_fetch_rows: int = Field(
         default=2000, ge=10, le=100_000, validation_alias="EXPORT_FETCH_ROWS"
     )
+    # Failed authentications a client address may make at once (services/admin/scopes.py,
+    # FailureBuckets), and how many a minute come back after; past them, 429 with
+    # Retry-After. The buckets of at most ADMIN_AUTH_FAILURES_MAX_CLIENTS addresses are kept.
+    admin_auth_failures_burst: int = Field(
+        default=10, ge=1, le=1_000_000, validation_alias="ADMIN_AUTH_FAILURES_BURST"
+    )
+    admin_auth_failures_per_minute: float = Field(
+        default=6.0, gt=0, le=1_000_000, validation_alias="ADMIN_AUTH_FAILURES_PER_MINUTE"
+    )
+    admin_auth_failures_max_clients: int = Field(
+        default=100_000, ge=1, le=10_000_000, validation_alias="ADMIN_AUTH_FAILURES_MAX_CLIENTS"
+    )
 
     @field_validator("admin_api_keys")
     @classmethod

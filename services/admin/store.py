@@ -629,3 +629,57 @@ async def audit_page(conn: Conn, q: AuditQuery) -> list[asyncpg.Record]:
         q.limit,
         q.offset,
     )
+
+
+# --- API keys (migrations/0010_api_keys.sql, services/admin/auth.py) ------------------------
+
+# The key in force with this hash, its last use stamped at most once a minute (a write per
+# request would cost a row version and WAL on every call): one round trip.
+_KEY_BY_HASH_SQL = """
+WITH k AS (
+    SELECT key_id, name, scope, customer_id, key_hash, last_used_at FROM airbnb.api_keys
+    WHERE key_hash = $1 AND revoked_at IS NULL
+), touched AS (
+    UPDATE airbnb.api_keys a SET last_used_at = now() FROM k
+    WHERE a.key_id = k.key_id
+      AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+    RETURNING a.key_id
+)
+SELECT key_id, name, scope, customer_id, key_hash FROM k
+"""
+
+
+async def api_key_in_force(db: Conn | asyncpg.Pool, key_hash: str) -> asyncpg.Record | None:
+    return await db.fetchrow(_KEY_BY_HASH_SQL, key_hash)
+
+
+async def insert_api_key(
+    conn: Conn, name: str, scope: str, customer_id: str | None, key_hash: str
+) -> asyncpg.Record | None:
+    """The new key's row; None when a key in force already has the name."""
+    return await conn.fetchrow(
+        "INSERT INTO airbnb.api_keys (name, scope, customer_id, key_hash)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (name) WHERE revoked_at IS NULL DO NOTHING"
+        " RETURNING key_id, name, scope, customer_id, created_at",
+        name,
+        scope,
+        customer_id,
+        key_hash,
+    )
+
+
+async def api_keys(conn: Conn) -> list[asyncpg.Record]:
+    """Every key, revoked ones too, without its hash."""
+    return await conn.fetch(
+        "SELECT key_id, name, scope, customer_id, created_at, revoked_at, last_used_at"
+        " FROM airbnb.api_keys ORDER BY name, created_at"
+    )
+
+
+async def revoke_api_key(conn: Conn, name: str) -> asyncpg.Record | None:
+    """Revoke the key in force with this name; None when there is none."""
+    return await conn.fetchrow(
+        "UPDATE airbnb.api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL"
+        " RETURNING key_id, name, scope, customer_id, revoked_at",
+        name,
+    )

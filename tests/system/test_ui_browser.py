@@ -427,7 +427,7 @@ def test_a_wrong_key_is_refused_with_a_clear_message_and_asked_again(
     wait_state(page, "key")
     error = page.locator("#key-error")
     assert error.is_visible()
-    assert error.get_attribute("data-status") == "403"
+    assert error.get_attribute("data-status") == "401"
     assert "refused" in (error.text_content() or "")
     assert page.locator("#key-input").is_visible()
     assert page.evaluate("() => sessionStorage.length") == 0  # the wrong key is not kept
@@ -439,8 +439,8 @@ def test_a_wrong_key_is_refused_with_a_clear_message_and_asked_again(
     wait_state(page, "ready")
     assert not page.locator("#key-error").is_visible()
     assert page.locator("#portfolio tbody tr").count() == sum(DEMO_LISTINGS)
-    # the refused call is the only failed one: the browser logs its 403
-    demo.errors[:] = [e for e in demo.errors if "403" not in e]
+    # the refused call is the only failed one: the browser logs its 401
+    demo.errors[:] = [e for e in demo.errors if "401" not in e]
     assert_local(demo)
 
 

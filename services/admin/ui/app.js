@@ -139,10 +139,14 @@
     keyPanel.hidden = false;
     forgetKey.hidden = true;
     if (refused && refused.status) {
+      // 401: not a key of this admin, or revoked; 403: a key whose scope does not allow the
+      // page's calls (services/admin/scopes.py). Both are dropped and a key asked again.
       keyError.textContent =
-        refused.status === 403
-          ? "That API key was refused (403: not one of the admin's ADMIN_API_KEYS). Enter a valid key."
-          : `The admin asked for a key (${refused.status}: ${refused.message}). Enter one.`;
+        refused.status === 401 && refused.body && refused.body.error === "invalid_api_key"
+          ? "That API key was refused (401: not a valid key of this admin, or revoked). Enter a valid key."
+          : refused.status === 403
+            ? "That API key was refused (403: its scope does not allow this page). Enter another key."
+            : `The admin asked for a key (${refused.status}: ${refused.message}). Enter one.`;
       keyError.hidden = false;
       keyError.dataset.status = String(refused.status);
     } else {
