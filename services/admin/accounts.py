@@ -27,16 +27,22 @@ a transactional outbox: the event is a row written in the change's own transacti
 So a change is announced if and only if it commits, and the scheduler, which reads
 the account when it handles the event, always finds the change it announces. With
 NATS away a change still commits; its event goes out when NATS is back.
+
+Every change is also recorded in the audit trail in the same transaction, with the caller
+that made it (:func:`audit_entries`; services/admin/audit.py says which entries a change
+makes): an entry exists if and only if its change (and its event) committed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from services.admin import rules, store
+from services.admin import audit, rules, store
 from services.admin.errors import conflict, not_found
 from services.admin.models import (
     AccountCreate,
@@ -48,6 +54,9 @@ from services.admin.models import (
 from shared.crypto import CredentialCipher
 from shared.db import Conn
 from shared.messages import AccountEvent, AccountEventName, encode
+
+if TYPE_CHECKING:
+    from services.admin.auth import Caller
 
 log = logging.getLogger("sync_airbnb.admin.accounts")
 
@@ -92,6 +101,21 @@ async def announce(
     await store.enqueue_event(conn, account_id, event, encode(message))
 
 
+async def audit_entries(
+    conn: Conn, caller: Caller, account_id: str, entries: Iterable[audit.Entry]
+) -> None:
+    """The audit trail's entries of a change of ``account_id``, in the change's transaction."""
+    for entry in entries:
+        await store.record(
+            conn,
+            caller,
+            entry.action,
+            account_id=account_id,
+            fields=entry.fields,
+            detail=entry.detail,
+        )
+
+
 class AccountService:
     def __init__(self, pool: asyncpg.Pool, cipher: CredentialCipher) -> None:
         self._pool = pool
@@ -116,7 +140,9 @@ class AccountService:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def create_or_update(self, body: AccountCreate) -> tuple[AccountOut, bool]:
+    async def create_or_update(
+        self, caller: Caller, body: AccountCreate
+    ) -> tuple[AccountOut, bool]:
         """Returns the account and whether it was created (False: updated)."""
         cookie = rules.intake_cookie(body.airbnb_cookie, body.account_id)
         token = self._cipher.encrypt(cookie)
@@ -133,8 +159,10 @@ class AccountService:
                 await announce(
                     conn, "created", body.account_id, row["created_at"], credentials_changed=True
                 )
+                created = account_out(row)
+                await audit_entries(conn, caller, body.account_id, [audit.created(created)])
                 log.info("account %s created", body.account_id)
-                return account_out(row), True
+                return created, True
             plan = rules.plan_replace(
                 body.account_id, held, cookie=cookie, is_active=body.is_active, cipher=self._cipher
             )
@@ -150,14 +178,26 @@ class AccountService:
                 credentials_changed=plan.credentials_changed,
                 reactivated=plan.reactivated,
             )
+            updated = account_out(row)
+            await audit_entries(
+                conn,
+                caller,
+                body.account_id,
+                audit.updated(
+                    held,
+                    updated,
+                    credentials_changed=plan.credentials_changed,
+                    credentials_version=updated.credentials_version,
+                ),
+            )
             log.info(
                 "account %s updated (credentials changed: %s)",
                 body.account_id,
                 plan.credentials_changed,
             )
-            return account_out(row), False
+            return updated, False
 
-    async def patch(self, account_id: str, body: AccountPatch) -> AccountOut:
+    async def patch(self, caller: Caller, account_id: str, body: AccountPatch) -> AccountOut:
         given = body.model_fields_set
         # Before any query: a cookie that is not this account's is a 422 whatever the state.
         cookie = (
@@ -190,16 +230,28 @@ class AccountService:
                 credentials_changed=write.credentials_changed,
                 reactivated=write.reactivated,
             )
+            patched = account_out(row)
+            await audit_entries(
+                conn,
+                caller,
+                account_id,
+                audit.updated(
+                    held,
+                    patched,
+                    credentials_changed=write.credentials_changed,
+                    credentials_version=patched.credentials_version,
+                ),
+            )
             log.info("account %s patched (%s)", account_id, ", ".join(sorted(given)) or "nothing")
-            return account_out(row)
+            return patched
 
-    async def delete(self, account_id: str) -> AccountOut:
-        return await self._set_deleted(account_id, deleted=True)
+    async def delete(self, caller: Caller, account_id: str) -> AccountOut:
+        return await self._set_deleted(caller, account_id, deleted=True)
 
-    async def restore(self, account_id: str) -> AccountOut:
-        return await self._set_deleted(account_id, deleted=False)
+    async def restore(self, caller: Caller, account_id: str) -> AccountOut:
+        return await self._set_deleted(caller, account_id, deleted=False)
 
-    async def _set_deleted(self, account_id: str, *, deleted: bool) -> AccountOut:
+    async def _set_deleted(self, caller: Caller, account_id: str, *, deleted: bool) -> AccountOut:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await store.hold_deleted(conn, account_id)
             if current is None:
@@ -208,5 +260,6 @@ class AccountService:
             row = await store.set_deleted(conn, account_id, deleted=deleted)
             assert row is not None  # the account is held FOR UPDATE above
             await announce(conn, event, account_id, row["updated_at"])
+            await audit_entries(conn, caller, account_id, [audit.deletion(event)])
             log.info("account %s %s", account_id, event)
             return account_out(row)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.admin.accounts import AccountService
+from services.admin.audit import AuditTrail
 from services.admin.auth import FAILURES, authenticate
 from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
@@ -29,6 +30,7 @@ from services.admin.scopes import FailureBuckets
 from services.admin.settings import AdminSettings
 from services.admin.state import (
     ACCOUNTS,
+    AUDIT,
     CREDENTIALS,
     DOCS_HTML,
     EXPORT,
@@ -69,6 +71,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         pool, max_days=settings.export_max_days, fetch_rows=settings.export_fetch_rows
     )
     app[INSIGHTS] = InsightQueries(pool, settings.today)
+    app[AUDIT] = AuditTrail(pool)
     yield
 
 

@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from services.admin.auth import caller
 from services.admin.errors import ApiError, not_found, validation_error
 from services.admin.models import (
     AccountCreate,
     AccountId,
     AccountListQuery,
     AccountPatch,
+    AuditQuery,
     ExportQuery,
     FieldError,
     ForwardQuery,
@@ -30,6 +32,7 @@ from services.admin.models import (
 )
 from services.admin.state import (
     ACCOUNTS,
+    AUDIT,
     CREDENTIALS,
     DOCS_HTML,
     EXPORT,
@@ -202,7 +205,7 @@ async def create_or_update_account(request: web.Request) -> web.Response:
         if parse_query(request, ValidateQuery).validate_
         else None
     )
-    account, created = await request.app[ACCOUNTS].create_or_update(body)
+    account, created = await request.app[ACCOUNTS].create_or_update(caller(request), body)
     account = account.model_copy(update={"credentials_check": checked})
     resp = model_response(account, 201 if created else 200)
     resp.headers["Location"] = f"/api/v1/accounts/{account.account_id}"
@@ -226,16 +229,16 @@ async def patch_account(request: web.Request) -> web.Response:
         if parse_query(request, ValidateQuery).validate_
         else None
     )
-    account = await request.app[ACCOUNTS].patch(aid, body)
+    account = await request.app[ACCOUNTS].patch(caller(request), aid, body)
     return model_response(account.model_copy(update={"credentials_check": checked}))
 
 
 async def delete_account(request: web.Request) -> web.Response:
-    return model_response(await request.app[ACCOUNTS].delete(account_id(request)))
+    return model_response(await request.app[ACCOUNTS].delete(caller(request), account_id(request)))
 
 
 async def restore_account(request: web.Request) -> web.Response:
-    return model_response(await request.app[ACCOUNTS].restore(account_id(request)))
+    return model_response(await request.app[ACCOUNTS].restore(caller(request), account_id(request)))
 
 
 # --- syncs ----------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ async def restore_account(request: web.Request) -> web.Response:
 async def trigger_sync(request: web.Request) -> web.Response:
     aid = account_id(request)
     body = await parse_body(request, SyncTriggerBody, optional=True)
-    accepted = await request.app[SYNCS].trigger(aid, full=body.full)
+    accepted = await request.app[SYNCS].trigger(caller(request), aid, full=body.full)
     resp = model_response(accepted, 202)
     # The trigger, which leads to the job: the one URL that answers whatever happens next.
     resp.headers["Location"] = accepted.links.trigger
@@ -301,6 +304,14 @@ async def get_forward_insights(request: web.Request) -> web.Response:
 async def get_portfolio(request: web.Request) -> web.Response:
     q = parse_query(request, PortfolioQuery)
     return model_response(await request.app[INSIGHTS].portfolio(q))
+
+
+# --- the audit trail ------------------------------------------------------------------------
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    q = parse_query(request, AuditQuery)
+    return model_response(await request.app[AUDIT].page(q))
 
 
 # --- the document ---------------------------------------------------------------------------

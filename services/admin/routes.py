@@ -26,6 +26,8 @@ from services.admin.models import (
     AccountOut,
     AccountPage,
     AccountPatch,
+    AuditPage,
+    AuditQuery,
     ErrorBody,
     ExportQuery,
     ForwardOut,
@@ -323,6 +325,23 @@ def api_operations() -> list[Operation]:
             "views, never Airbnb's window figures, so that they compare across listings. "
             "change_N = (last_N - prior_N) / prior_N (null when prior_N is null or 0); a "
             f"flag is set when the own change_N is below -drop_threshold. {DATES}",
+        ),
+        Operation(
+            "GET",
+            f"{API}/audit",
+            h.list_audit,
+            "listAudit",
+            "The audit trail: every change of an account or a key, newest first",
+            "audit",
+            {200: Resp("a page of entries", AuditPage)},
+            query=AuditQuery,
+            scope="admin",
+            description="Each entry says who (the key's name and scope, the client's "
+            "address), when, the action, the account or key, and the names of the fields "
+            "that changed; a replaced cookie is the field `credentials`, and no value of a "
+            "credential is ever recorded. One change that does several things (a PATCH of "
+            "the cookie and is_active) is one entry per action, with the same `at`. The "
+            "trail is append-only: no route changes or removes an entry.",
         ),
         Operation(
             "GET",

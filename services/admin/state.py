@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.admin.accounts import AccountService
+from services.admin.audit import AuditTrail
 from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
@@ -20,6 +21,7 @@ JOBS = web.AppKey("jobs", JobQueries)
 CREDENTIALS = web.AppKey("credentials", CredentialChecker)
 EXPORT = web.AppKey("export", MetricsExport)
 INSIGHTS = web.AppKey("insights", InsightQueries)
+AUDIT = web.AppKey("audit", AuditTrail)
 # The OpenAPI document and its rendered page, built once at start-up.
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DOCS_HTML = web.AppKey("docs_html", str)

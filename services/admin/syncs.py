@@ -15,6 +15,11 @@ needs credentials) are answered without a trigger and with the same codes the
 scheduler would use; the scheduler's own refusal still wins when the state changed in
 between. When NATS or JetStream cannot store the trigger: 503 with ``Retry-After``.
 
+The audit trail's ``sync_triggered`` entry is written in a transaction that commits only
+once JetStream stored the trigger: a trigger NATS refused leaves no entry. A publish and a
+commit cannot be one transaction, so one gap is left: PostgreSQL failing in the instant
+between the two leaves a stored trigger without its entry (and the answer is a 503).
+
 The SQL is services/admin/store.py's, the account check services/admin/rules.py's.
 """
 
@@ -24,6 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 import asyncpg
 from nats.aio.client import Client as NatsClient
@@ -51,6 +57,9 @@ from shared.messages import (
     decode,
 )
 from shared.sync_triggers import new_trigger, store_trigger
+
+if TYPE_CHECKING:
+    from services.admin.auth import Caller
 
 log = logging.getLogger("sync_airbnb.admin.syncs")
 
@@ -106,7 +115,7 @@ class SyncTrigger:
         self._js = nc.jetstream()
         self._timeout_s = timeout_s
 
-    async def trigger(self, account_id: str, *, full: bool) -> TriggerOut:
+    async def trigger(self, caller: Caller, account_id: str, *, full: bool) -> TriggerOut:
         await self._precheck(account_id)
         trigger = new_trigger(account_id, full=full)
         tid = trigger.trigger_id
@@ -117,14 +126,25 @@ class SyncTrigger:
             log.warning("sync trigger for %s: NATS error %s", account_id, type(exc).__name__)
             raise nats_unavailable("NATS is not reachable; the sync was not triggered") from None
         try:
-            try:
-                await store_trigger(self._js, trigger, timeout_s=self._timeout_s)
-            except (NatsError, OSError, TimeoutError) as exc:
-                log.warning("sync trigger for %s not stored: %s", account_id, type(exc).__name__)
-                raise nats_unavailable(
-                    f"JetStream did not store the trigger within {self._timeout_s:g}s; "
-                    "the sync was not triggered"
-                ) from None
+            async with self._pool.acquire() as conn, conn.transaction():
+                await store.record(
+                    conn,
+                    caller,
+                    "sync_triggered",
+                    account_id=account_id,
+                    detail={"trigger_id": str(tid), "full": full},
+                )
+                try:
+                    await store_trigger(self._js, trigger, timeout_s=self._timeout_s)
+                except (NatsError, OSError, TimeoutError) as exc:
+                    log.warning(
+                        "sync trigger for %s not stored: %s", account_id, type(exc).__name__
+                    )
+                    # the entry goes with the transaction
+                    raise nats_unavailable(
+                        f"JetStream did not store the trigger within {self._timeout_s:g}s; "
+                        "the sync was not triggered"
+                    ) from None
             log.info("sync of %s triggered: trigger %s (full=%s)", account_id, tid, full)
             reply = await _outcome(sub, min(OUTCOME_WAIT_S, self._timeout_s))
         finally:

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from pydantic import TypeAdapter
 
 from services.admin.app import create_app
+from services.admin.auth import Caller
 from services.admin.dashboard import UI_ASSETS, UI_STATIC
 from services.admin.models import AccountCreate, AccountPatch, ErrorBody
 from services.admin.openapi import DOCS_STATIC
@@ -617,9 +618,12 @@ async def test_service_object_is_callable_without_http(
     """The logic sits in plain classes; the handlers only parse and answer."""
     accounts = client.app[ACCOUNTS]
     aid = new_account_id()
-    out, created = await accounts.create_or_update(AccountCreate.model_validate(account_body(aid)))
+    # The caller each write records in the audit trail, as the auth middleware makes it.
+    who = Caller("bootstrap:1", "admin", None, "in-process")
+    body = AccountCreate.model_validate(account_body(aid))
+    out, created = await accounts.create_or_update(who, body)
     assert created and out.account_id == aid
-    patched = await accounts.patch(aid, AccountPatch(is_active=False))
+    patched = await accounts.patch(who, aid, AccountPatch(is_active=False))
     assert patched.is_active is False
     assert "airbnb_cookie" not in repr(AccountCreate.model_validate(account_body(aid)))
     assert SECRET not in repr(AccountCreate.model_validate(account_body(aid)))

@@ -3,8 +3,9 @@
 - schemathesis fuzzes every documented operation (>= 1,000 cases) and finds no 5xx and
   no response that breaks the document;
 - a known cookie, given as a Cookie header and as a list of objects, accepted or refused
-  by intake, is found nowhere in plaintext: not in the database, not in any log line of
-  the process (at DEBUG), not in any NATS message of the run, not in any response;
+  by intake, is found nowhere in plaintext: not in the database (the audit trail of those
+  changes included), not in any log line of the process (at DEBUG), not in any NATS
+  message of the run, not in any response (GET /audit's included);
 - a 1,000,000-row export streams in flat memory;
 - ``sync-airbnb rotate-keys`` re-encrypts every credential under the first key.
 """
@@ -78,7 +79,7 @@ class FuzzResult:
     statuses: dict[int, int] = field(default_factory=dict)
 
 
-BOUND_FIELD_PATHS = ("/metrics/export", "/insights", "/insights/forward", "/portfolio")
+BOUND_FIELD_PATHS = ("/metrics/export", "/insights", "/insights/forward", "/portfolio", "/audit")
 
 
 def run_schemathesis(
@@ -298,6 +299,13 @@ async def test_cookie_never_in_plaintext(
             )
             == 200
         )
+        # The audit trail of all of it, as the API answers it.
+        async with http.get(
+            f"{admin.base}/api/v1/audit", params={"account_id": aid}, headers=KEY
+        ) as resp:
+            assert resp.status == 200
+            trail = await resp.json()
+            seen.append(json.dumps(trail))
     assert admin.proc.terminate() == 0  # flushes and closes the log
     logs = admin.proc.output()
 
@@ -311,6 +319,16 @@ async def test_cookie_never_in_plaintext(
     assert CredentialCipher(secret_keys.split(",")).decrypt(token) == auth_cookie(
         aid, f"renewed-{marker}"
     )
+
+    # The trail recorded the changes (the two new cookies by name alone), and the table is in
+    # what database_text reads.
+    actions = [e["action"] for e in trail["items"]]
+    assert actions.count("credentials_replaced") == 2 and "account_created" in actions
+    assert ["credentials"] in [e["fields"] for e in trail["items"]]
+    entries = await db.fetchval(
+        "SELECT string_agg(a::text, E'\\n') FROM airbnb.audit_log a WHERE account_id = $1", aid
+    )
+    assert aid in entries and marker not in entries
 
     assert marker not in await database_text(db)
     assert marker not in logs
