@@ -8,6 +8,10 @@ sends in-progress acks; the request is then acked, nak'ed with backoff, or, once
 ``MAX_DELIVER`` deliveries have failed, reported (``JobEvent(failed)``), sent to the
 dead letters and termed.
 
+A second worker answers the admin's credential checks (``airbnb.credentials.check``, core
+request/reply in the queue group ``fetchers``; services/fetcher/credential_check.py) beside
+the syncs, with slots of its own (``FETCHER_CHECK_CONCURRENCY``).
+
 On SIGTERM the worker stops pulling, cancels the syncs in flight and naks their
 requests without delay: another replica picks them up at once, and the KV progress
 keys spare it every listing that was already published.
