@@ -19,6 +19,7 @@ from aiohttp import web
 from services.admin.accounts import AccountService
 from services.admin.audit import AuditTrail
 from services.admin.auth import FAILURES, authenticate
+from services.admin.connect import CONNECT_ROUTE, ConnectTokens
 from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
@@ -31,6 +32,7 @@ from services.admin.settings import AdminSettings
 from services.admin.state import (
     ACCOUNTS,
     AUDIT,
+    CONNECT,
     CREDENTIALS,
     DOCS_HTML,
     EXPORT,
@@ -72,13 +74,28 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[INSIGHTS] = InsightQueries(pool, settings.today)
     app[AUDIT] = AuditTrail(pool)
+    app[CONNECT] = ConnectTokens(
+        pool,
+        cipher,
+        default_days=settings.admin_connect_token_days,
+        default_client_version=settings.admin_connect_client_version,
+        check=app[CREDENTIALS],
+    )
     yield
 
 
 def create_app(settings: AdminSettings) -> web.Application:
     cors = Cors(settings.admin_cors_origins)
+    # The browser extension's origin may call POST /connect and nothing else.
+    connect_cors = Cors(
+        settings.admin_connect_origins,
+        paths=[CONNECT_ROUTE],
+        methods="POST",
+        headers="Authorization, Content-Type",
+    )
+    corses = [c for c in (cors, connect_cors) if c.enabled]
     middlewares = (
-        *((cors.preflight,) if cors.enabled else ()),
+        *(c.preflight for c in corses),
         json_errors,
         authenticate(settings.admin_api_keys, route_scopes(settings), public_paths(settings)),
         body_limit(settings.admin_max_body_bytes),
@@ -100,8 +117,8 @@ def create_app(settings: AdminSettings) -> web.Application:
     setup_routes(app)
     app[DOCS_HTML] = render_docs(doc, openapi_url=app.router["openapi"].url_for().path)
     app.on_response_prepare.append(security_headers)
-    if cors.enabled:
-        app.on_response_prepare.append(cors.on_response_prepare)
+    for c in corses:
+        app.on_response_prepare.append(c.on_response_prepare)
     app.cleanup_ctx.append(nats_context(settings))
     app.cleanup_ctx.append(db_context(settings))
     app.cleanup_ctx.append(_services)

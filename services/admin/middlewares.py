@@ -112,18 +112,30 @@ class Cors:
 
     Preflight (OPTIONS with Access-Control-Request-Method) is answered by the
     middleware; the Allow-Origin header goes on every response through
-    ``on_response_prepare``, so streamed responses get it too.
+    ``on_response_prepare``, so streamed responses get it too. ``paths``, when given,
+    limits it to those paths (ADMIN_CONNECT_ORIGINS: POST /api/v1/connect and nothing
+    else), with their own allowed methods and headers.
     """
 
-    def __init__(self, origins: Iterable[str]) -> None:
+    def __init__(
+        self,
+        origins: Iterable[str],
+        *,
+        paths: Iterable[str] | None = None,
+        methods: str = "GET, POST, PATCH, DELETE",
+        headers: str = f"{API_KEY_HEADER}, Content-Type",
+    ) -> None:
         self.origins = frozenset(origins)
+        self.paths = frozenset(paths) if paths is not None else None
+        self.methods = methods
+        self.headers = headers
 
     @property
     def enabled(self) -> bool:
         return bool(self.origins)
 
-    def _allowed(self, origin: str | None) -> str | None:
-        if origin is None:
+    def _allowed(self, origin: str | None, path: str) -> str | None:
+        if origin is None or (self.paths is not None and path not in self.paths):
             return None
         if "*" in self.origins:
             return "*"
@@ -134,14 +146,14 @@ class Cors:
         if (
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
-            and (origin := self._allowed(request.headers.get("Origin")))
+            and (origin := self._allowed(request.headers.get("Origin"), request.path))
         ):
             return web.Response(
                 status=204,
                 headers={
                     "Access-Control-Allow-Origin": origin,
-                    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
-                    "Access-Control-Allow-Headers": f"{API_KEY_HEADER}, Content-Type",
+                    "Access-Control-Allow-Methods": self.methods,
+                    "Access-Control-Allow-Headers": self.headers,
                     "Access-Control-Max-Age": "600",
                     "Vary": "Origin",
                 },
@@ -149,7 +161,7 @@ class Cors:
         return await handler(request)
 
     async def on_response_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
-        origin = self._allowed(request.headers.get("Origin"))
+        origin = self._allowed(request.headers.get("Origin"), request.path)
         if origin is not None:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Vary"] = "Origin"

@@ -678,6 +678,105 @@ class AuditPage(Out):
     offset: int
 
 
+# --- connect tokens (issue 16, item 4) ---------------------------------------------------
+
+# A connect token's life when its creator gives none, and the longest it may be given: the
+# host should connect within days, and a forgotten token should not stay a way in.
+MAX_CONNECT_TOKEN_DAYS = 90
+CONNECT_TOKEN_DOC = (
+    "A connect token lets the browser extension send one host's Airbnb session to "
+    "POST /connect; it is shown once (the database keeps its SHA-256 only)."
+)
+
+
+class ConnectTokenCreate(Body):
+    """A connect token for the path's account."""
+
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CONNECT_TOKEN_DAYS,
+        description="days until it expires (default ADMIN_CONNECT_TOKEN_DAYS)",
+        json_schema_extra=_drop_default,
+    )
+
+
+class NewAccountTokenCreate(ConnectTokenCreate):
+    """A connect token for a new account of ``customer_id``: its first use creates the
+    account (the id is the host's, from the session), later uses update that account only."""
+
+    customer_id: CustomerId | None = Field(
+        default=None, description="the customer the new account belongs to"
+    )
+
+
+class ConnectTokenOut(Out):
+    token_id: uuid.UUID
+    account_id: str | None = Field(
+        description="the account it connects; null for a new-account token never used"
+    )
+    for_new_account: bool
+    customer_id: str | None
+    created_by: str = Field(description="the name of the key that created it")
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    used_at: dt.datetime | None = Field(description="the last accepted POST /connect")
+    uses: int
+    status: Literal["active", "expired", "revoked"]
+
+
+class ConnectTokenCreated(ConnectTokenOut):
+    token: str = Field(description="the token itself, shown this once")
+    connect_link: str = Field(
+        description="what to send the host: pasted into the extension's options, it sets "
+        "both the server and the token (the token is in the fragment, which a browser "
+        "never sends to a server)"
+    )
+
+
+class ConnectTokenList(Out):
+    items: list[ConnectTokenOut] = Field(description="newest first")
+
+
+class ConnectBody(Body):
+    """What the browser extension sends: the Airbnb cookies and the browser they work in."""
+
+    cookies: CookieList = Field(
+        repr=False,
+        exclude=True,
+        description="the airbnb.com cookies as chrome.cookies returns them ({name, value}; "
+        "other keys ignored); only the auth group is kept, encrypted, never returned",
+    )
+    user_agent: UserAgent = Field(description="the browser's User-Agent")
+    x_client_version: ClientVersion | None = Field(
+        default=None,
+        description="Airbnb's X-Client-Version, when the extension knows it; absent keeps "
+        "the account's, or ADMIN_CONNECT_CLIENT_VERSION for a new account",
+        json_schema_extra=_drop_default,
+    )
+    account_id: AccountId | None = Field(
+        default=None,
+        description="the host id the extension read from _user_attributes; checked against "
+        "the cookies and the token's account",
+        json_schema_extra=_drop_default,
+    )
+    validate_: bool = Field(
+        default=True,
+        alias="validate",
+        description="ask a fetcher to try the session first (nothing is saved when Airbnb "
+        "refuses it)",
+    )
+
+
+class ConnectOut(Out):
+    account_id: str
+    created: bool = Field(description="the token's first use created the account")
+    validated: bool = Field(description="a fetcher tried the session before it was saved")
+    listings: int | None = Field(description="the listings the session sees (when validated)")
+    credentials_version: int
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

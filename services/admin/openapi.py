@@ -132,7 +132,9 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
         item["description"] = f"{op.description} {sentence}" if op.description else sentence
         if op.public:
             item["security"] = []
-        elif op.scope != "connect":
+        elif op.scope == "connect":
+            item["security"] = [{"ConnectToken": []}]
+        else:
             item["security"] = [{"ApiKey": scopes}]
         params: list[dict[str, Any]] = []
         for name in re.findall(r"{(\w+)}", op.path):
@@ -196,7 +198,9 @@ def build_document(ops: list[Operation], *, title: str, version: str) -> dict[st
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+                "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
+                # POST /connect's: a connect token (services/admin/connect.py), no API key.
+                "ConnectToken": {"type": "http", "scheme": "bearer"},
             },
         },
         "security": [{"ApiKey": []}],

@@ -14,10 +14,12 @@ from dataclasses import replace
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from services.admin import connect_handlers as ch
 from services.admin import dashboard
 from services.admin import handlers as h
 from services.admin.models import (
     AGGREGATION_DOC,
+    CONNECT_TOKEN_DOC,
     FIRST_DATE,
     LAST_DATE,
     AccountCreate,
@@ -28,6 +30,12 @@ from services.admin.models import (
     AccountPatch,
     AuditPage,
     AuditQuery,
+    ConnectBody,
+    ConnectOut,
+    ConnectTokenCreate,
+    ConnectTokenCreated,
+    ConnectTokenList,
+    ConnectTokenOut,
     ErrorBody,
     ExportQuery,
     ForwardOut,
@@ -39,6 +47,7 @@ from services.admin.models import (
     JobListQuery,
     JobPage,
     ListingsOut,
+    NewAccountTokenCreate,
     PortfolioOut,
     PortfolioQuery,
     ReadyOut,
@@ -61,6 +70,7 @@ API = "/api/v1"
 ACCOUNT = {"account_id": TypeAdapter(AccountId)}
 JOB = {"job_id": TypeAdapter(uuid.UUID)}
 TRIGGER = {"trigger_id": TypeAdapter(uuid.UUID)}
+TOKEN = {"token_id": TypeAdapter(uuid.UUID)}
 
 
 def _e(description: str) -> Resp:
@@ -343,6 +353,7 @@ def api_operations() -> list[Operation]:
             "the cookie and is_active) is one entry per action, with the same `at`. The "
             "trail is append-only: no route changes or removes an entry.",
         ),
+        *connect_operations(),
         Operation(
             "GET",
             f"{API}/openapi.json",
@@ -378,6 +389,109 @@ def api_operations() -> list[Operation]:
             # The page holds no data: it asks for a key and sends it with each API call.
             scope="public",
             uses_db=False,
+        ),
+    ]
+
+
+def connect_operations() -> list[Operation]:
+    """Connect tokens and POST /connect (issue 16, item 4; services/admin/connect.py)."""
+    token_gone = _e("no such connect token (of this account)")
+    return [
+        Operation(
+            "POST",
+            f"{API}/accounts/{{account_id}}/connect-tokens",
+            ch.create_connect_token,
+            "createConnectToken",
+            "A connect token for this account, for the host's browser extension",
+            "connect",
+            {
+                201: Resp("the token, shown this once, and the link to send", ConnectTokenCreated),
+                404: NOT_FOUND,
+                409: DELETED,
+            },
+            body=ConnectTokenCreate,
+            body_required=False,
+            path_params=ACCOUNT,
+            description=f"{CONNECT_TOKEN_DOC} It expires after `expires_in_days` "
+            "(ADMIN_CONNECT_TOKEN_DAYS, 7, by default) and works for this account only.",
+            scope="write",
+        ),
+        Operation(
+            "GET",
+            f"{API}/accounts/{{account_id}}/connect-tokens",
+            ch.list_connect_tokens,
+            "listConnectTokens",
+            "The account's connect tokens (never the tokens themselves)",
+            "connect",
+            {200: Resp("newest first", ConnectTokenList), 404: NOT_FOUND},
+            path_params=ACCOUNT,
+        ),
+        Operation(
+            "DELETE",
+            f"{API}/accounts/{{account_id}}/connect-tokens/{{token_id}}",
+            ch.revoke_account_connect_token,
+            "revokeAccountConnectToken",
+            "Revoke one of the account's connect tokens (at once; a revoked one stays so)",
+            "connect",
+            {200: Resp("the revoked token", ConnectTokenOut), 404: token_gone},
+            path_params={**ACCOUNT, **TOKEN},
+            scope="write",
+        ),
+        Operation(
+            "POST",
+            f"{API}/connect-tokens",
+            ch.create_new_account_token,
+            "createNewAccountToken",
+            "A connect token for a new account of a customer",
+            "connect",
+            {201: Resp("the token, shown this once, and the link to send", ConnectTokenCreated)},
+            body=NewAccountTokenCreate,
+            body_required=False,
+            description=f"{CONNECT_TOKEN_DOC} Its first use creates the account (its id is "
+            "the host's, from the session) with `customer_id` (a customer key's own, "
+            "whatever is given); from then on it updates that account only.",
+            scope="write",
+        ),
+        Operation(
+            "DELETE",
+            f"{API}/connect-tokens/{{token_id}}",
+            ch.revoke_connect_token,
+            "revokeConnectToken",
+            "Revoke a connect token, a new-account one included",
+            "connect",
+            {200: Resp("the revoked token", ConnectTokenOut), 404: token_gone},
+            path_params=TOKEN,
+            scope="write",
+        ),
+        Operation(
+            "POST",
+            f"{API}/connect",
+            ch.connect,
+            "connect",
+            "Connect an account with the host's browser session (the browser extension)",
+            "connect",
+            {
+                200: Resp("connected", ConnectOut),
+                401: _e("no connect token, or one unknown, expired or revoked: nothing changed"),
+                403: _e("the session is another host's than the token's account"),
+                409: _e("the account is deleted, or a new-account token's host exists"),
+                422: _e(
+                    "the cookies are not a usable session (credentials_rejected: Airbnb "
+                    "refused it); nothing saved"
+                ),
+                429: Resp(
+                    "too many failed authentications from this address (Retry-After)", ErrorBody
+                ),
+                503: _e("no fetcher could check the session (Retry-After); nothing saved"),
+            },
+            body=ConnectBody,
+            description="`Authorization: Bearer <connect token>`, no X-API-Key. The cookies "
+            "go through the intake of createOrUpdateAccount (the auth group is kept) and a "
+            "fetcher checks them first unless `validate` is false. A changed cookie replaces "
+            "the stored one, bumps `credentials_version` and clears the needs-new-"
+            "credentials mark. CORS: the origins of ADMIN_CONNECT_ORIGINS (the extension's) "
+            "may call this route and no other.",
+            scope="connect",
         ),
     ]
 

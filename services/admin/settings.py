@@ -18,6 +18,24 @@ class AdminSettings(DatabaseSettings, NatsSettings, SecretSettings):
     )
     # Empty: CORS is off (no Access-Control-* header is ever sent). "*" allows any origin.
     admin_cors_origins: CsvList = Field(default_factory=list, validation_alias="ADMIN_CORS_ORIGINS")
+    # Origins that may call POST /api/v1/connect, and only it, from a browser: the browser
+    # extension's chrome-extension://<id> (its id is in chrome://extensions). Empty: none.
+    admin_connect_origins: CsvList = Field(
+        default_factory=list, validation_alias="ADMIN_CONNECT_ORIGINS"
+    )
+    # How long a connect token lives unless its creator says otherwise, in days.
+    admin_connect_token_days: int = Field(
+        default=7, ge=1, le=90, validation_alias="ADMIN_CONNECT_TOKEN_DAYS"
+    )
+    # The X-Client-Version of an account POST /connect creates when the extension sent none
+    # (it cannot read the dashboard's build); the fetcher sends it to Airbnb as the header.
+    admin_connect_client_version: str = Field(
+        default="connect",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        validation_alias="ADMIN_CONNECT_CLIENT_VERSION",
+    )
     # false (the default): /metrics needs X-API-Key like the API, since the admin is the one
     # service exposed to operators; true opens it for a Prometheus without the key.
     admin_metrics_public: bool = Field(default=False, validation_alias="ADMIN_METRICS_PUBLIC")

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.admin.accounts import AccountService
 from services.admin.audit import AuditTrail
+from services.admin.connect import ConnectTokens
 from services.admin.credential_check import CredentialChecker
 from services.admin.export import MetricsExport
 from services.admin.insight_queries import InsightQueries
@@ -17,6 +18,7 @@ from services.admin.syncs import JobQueries, SyncTrigger
 SETTINGS = web.AppKey("settings", AdminSettings)
 ACCOUNTS = web.AppKey("accounts", AccountService)
 SYNCS = web.AppKey("syncs", SyncTrigger)
+CONNECT = web.AppKey("connect", ConnectTokens)
 JOBS = web.AppKey("jobs", JobQueries)
 CREDENTIALS = web.AppKey("credentials", CredentialChecker)
 EXPORT = web.AppKey("export", MetricsExport)

@@ -332,6 +332,103 @@ async def unpublished_count(conn: Conn | asyncpg.Pool) -> int:
     )
 
 
+# --- connect tokens (migrations/0012_connect_tokens.sql) ----------------------------------
+
+_TOKEN_COLUMNS = """token_id, account_id, for_new_account, customer_id, created_by, created_at,
+    expires_at, revoked_at, used_at, uses,
+    CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() THEN 'expired'
+         ELSE 'active' END AS status"""
+
+
+async def insert_connect_token(
+    conn: Conn,
+    token_id: uuid.UUID,
+    token_hash: str,
+    *,
+    account_id: str | None,
+    customer_id: str | None,
+    created_by: str,
+    days: int,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO airbnb.connect_tokens (token_id, token_hash, account_id, for_new_account,"
+        " customer_id, created_by, expires_at)"
+        " VALUES ($1, $2, $3, $3::text IS NULL, $4, $5, now() + make_interval(days => $6))"
+        f" RETURNING {_TOKEN_COLUMNS}",
+        token_id,
+        token_hash,
+        account_id,
+        customer_id,
+        created_by,
+        days,
+    )
+    assert row is not None
+    return row
+
+
+async def connectable_account(
+    conn: Conn, account_id: str, customer_id: str | None
+) -> asyncpg.Record | None:
+    """The account's customer and deletion, when it exists and (``customer_id`` given) is
+    that customer's."""
+    return await conn.fetchrow(
+        "SELECT customer_id, deleted_at FROM airbnb.accounts"
+        " WHERE account_id = $1 AND ($2::text IS NULL OR customer_id = $2)",
+        account_id,
+        customer_id,
+    )
+
+
+async def connect_tokens_of(conn: Conn | asyncpg.Pool, account_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {_TOKEN_COLUMNS} FROM airbnb.connect_tokens WHERE account_id = $1"
+        " ORDER BY created_at DESC, token_id",
+        account_id,
+    )
+
+
+async def revoke_connect_token(
+    conn: Conn, token_id: uuid.UUID, account_id: str | None, customer_id: str | None
+) -> asyncpg.Record | None:
+    """Revoke it (a revoked one stays as it was); None when no such token is in reach: of
+    ``account_id`` when given, of ``customer_id``'s accounts or new accounts when given."""
+    return await conn.fetchrow(
+        "UPDATE airbnb.connect_tokens SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE token_id = $1 AND ($2::text IS NULL OR account_id = $2)"
+        " AND ($3::text IS NULL OR customer_id = $3 OR account_id IN"
+        " (SELECT account_id FROM airbnb.accounts WHERE customer_id = $3))"
+        f" RETURNING {_TOKEN_COLUMNS}",
+        token_id,
+        account_id,
+        customer_id,
+    )
+
+
+async def hold_connect_token(conn: Conn, token_hash: str) -> asyncpg.Record | None:
+    """The token with this hash, locked FOR UPDATE: two uses of a new-account token at once
+    must not both create an account."""
+    return await conn.fetchrow(
+        f"SELECT {_TOKEN_COLUMNS} FROM airbnb.connect_tokens WHERE token_hash = $1 FOR UPDATE",
+        token_hash,
+    )
+
+
+async def connect_token(conn: Conn | asyncpg.Pool, token_hash: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_TOKEN_COLUMNS} FROM airbnb.connect_tokens WHERE token_hash = $1", token_hash
+    )
+
+
+async def mark_connect_token_used(conn: Conn, token_id: uuid.UUID, account_id: str) -> None:
+    """An accepted use; binds a new-account token to the account its first use created."""
+    await conn.execute(
+        "UPDATE airbnb.connect_tokens SET account_id = $2, used_at = now(), uses = uses + 1"
+        " WHERE token_id = $1",
+        token_id,
+        account_id,
+    )
+
+
 # --- manual triggers (migrations/0008_sync_triggers.sql) ----------------------------------
 
 
