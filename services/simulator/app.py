@@ -12,7 +12,10 @@ Routes (all in :func:`setup_routes`):
                                           302 to ``/hosting/performance/conversion`` with
                                           fresh bot-manager cookies and a new ``_aaj``, a
                                           dead one 302 to ``/login?redirect_url=...``
-``GET /hosting/performance/{tail}``       the dashboard page (200 HTML; dead: 302 to /login)
+``GET /hosting/performance/{tail}``       the dashboard page (200 HTML; dead: 302 to /login);
+                                          ``?sim_login=<account_id>`` logs the browser in as
+                                          that host: 200 with Set-Cookie for every cookie of
+                                          the three groups (a browser test's hosting page)
 ``GET /login``                            the login page (200 HTML)
 ``GET /_sim/accounts``                    ``[{account_id, cookie, session: {generation,
                                           strikes, revoked}, listings: [{listing_id,
@@ -84,6 +87,9 @@ from shared.settings import BaseServiceSettings, die, load_settings
 log = logging.getLogger("sync_airbnb.simulator")
 
 Today = Callable[[], date]
+# ``GET /hosting/performance/...?sim_login=<account_id>``: the browser is logged in as that
+# host (every cookie of the three groups set); simulator only.
+BROWSER_LOGIN = "sim_login"
 STATE_FILE = "sessions.json"
 
 
@@ -366,11 +372,27 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def performance_page(request: web.Request) -> web.Response:
+    if (login := request.query.get(BROWSER_LOGIN)) is not None:
+        return _browser_login(request, login)
     cookies = _request_cookies(request)
     account = request.app[WORLD].account_for_cookies(cookies)
     if account is None or _dead_reason(request, account, cookies) is not None:
         return _redirect(request, "/login?redirect_url=" + quote(request.path_qs, safe=""))
     return web.Response(body=responses.dashboard_page(account), content_type="text/html")
+
+
+def _browser_login(request: web.Request, account_id: str) -> web.Response:
+    """A browser logs in as the account (its current login) and lands on the dashboard:
+    the page sets every cookie of the three groups (auth, bot manager, analytics) through
+    Set-Cookie, as airbnb.com leaves them in a host's browser. For a browser test of the
+    extension, which then reads them with chrome.cookies."""
+    account = request.app[WORLD].account(account_id)
+    if account is None:
+        return _redirect(request, "/login?redirect_url=" + quote(request.path, safe=""))
+    generation = request.app[SESSIONS].get(account.account_id).generation
+    response = web.Response(body=responses.dashboard_page(account), content_type="text/html")
+    set_cookies(response, request, account.browser_cookies(request.app[TODAY](), generation))
+    return response
 
 
 async def login_page(request: web.Request) -> web.Response:
