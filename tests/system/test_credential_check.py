@@ -389,3 +389,63 @@ async def test_a_check_during_a_sync_of_the_account_leaves_the_sync_alone(
     while (row := await account_row(db, aid)) is not None and row["credentials_version"] < 2:
         assert time.monotonic() < deadline, "the sync's rotation was not saved"
         await asyncio.sleep(0.2)
+
+
+def check_request(account: dict[str, Any], cipher: CredentialCipher) -> bytes:
+    """A CredentialCheck as the admin sends it, for a test that asks the fetcher itself."""
+    return encode(
+        CredentialCheck(
+            account_id=account["account_id"],
+            credentials=EncryptedCredentials(
+                cookie_token=cipher.encrypt(
+                    cookies.intake(account["cookie"], account["account_id"])
+                ),
+                x_client_version="sim-web-1",
+                user_agent=CHROME_UA,
+            ),
+            requested_at=dt.datetime.now(dt.UTC),
+        )
+    )
+
+
+async def test_checks_are_bounded_in_number_and_in_time(infra: Infra) -> None:
+    """One slot (FETCHER_CHECK_CONCURRENCY=1) and four waiting per slot: of six checks at
+    once the sixth is refused at once; Airbnb slow past FETCHER_CHECK_TIMEOUT_S is an
+    ``unavailable`` answer within it (the listings query is cut off, not waited for)."""
+    stack = infra.stack(DAY)
+    sim = await stack.start_simulator(
+        accounts=1, listings=1, seed=SEED + 3, faults={"latency_ms": {"mean": 700, "jitter": 0}}
+    )
+    (account,) = sim.accounts
+    stack.start("fetcher", FETCHER_CHECK_CONCURRENCY="1", FETCHER_CHECK_TIMEOUT_S="2")
+    cipher = CredentialCipher(infra.secret_keys.split(","))
+    nc = await nats.connect(infra.nats.url)
+    try:
+
+        async def ask() -> tuple[CredentialCheckResult, float]:
+            started = time.monotonic()
+            reply = await nc.request(
+                topology.CREDENTIAL_CHECKS, check_request(account, cipher), timeout=10
+            )
+            return decode(CredentialCheckResult, reply.data), time.monotonic() - started
+
+        answers = await asyncio.gather(*(ask() for _ in range(6)))
+    finally:
+        await nc.close()
+    outcomes = [r.outcome for r, _ in answers]
+    busy = [(r, s) for r, s in answers if "busy" in r.reason]
+    print(
+        "six checks at once, one slot:",
+        [(r.outcome, r.reason[:40], f"{s:.2f}s") for r, s in answers],
+    )
+    assert len(busy) == 1 and busy[0][0].outcome == "unavailable" and busy[0][1] < 0.5, answers
+    # One at a time, 0.7 s each: two or three fit in the 2 s deadline, the others do not.
+    assert 1 <= outcomes.count("live") <= 3, answers
+    late = [
+        (r, s) for r, s in answers if r.outcome == "unavailable" and r not in [b for b, _ in busy]
+    ]
+    assert late and all("within 2 s" in r.reason for r, _ in late), answers
+    assert all(s < 2 + 1 for _, s in answers), answers
+    # Never two at once at Airbnb: the simulator saw the live ones and the cut-off one(s).
+    counts = await sim.requests(account["account_id"])
+    assert counts["ListingsSectionQuery"] <= outcomes.count("live") + 2, counts
