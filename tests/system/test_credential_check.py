@@ -19,6 +19,11 @@ ListingsSectionQuery against the simulator.
   saved; a fetcher that never answers: 503 after ADMIN_VALIDATE_TIMEOUT_S, not later;
 - no cookie value in any process's log or in any NATS message (the cookie travels as a
   Fernet token), and the fetcher's counter of checks by outcome.
+
+Then Airbnb's other answers (a 401 of the listings query is ``expired``, a 400 of the page
+load ``rejected``, 5xx past the retries a 503), a check during a running sync of the same
+account (the sync keeps its session and saves its own rotation), and the bounds (one slot,
+a deadline, a refusal at once when too many wait).
 """
 
 from __future__ import annotations
