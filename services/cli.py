@@ -50,6 +50,19 @@ def _sync_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="show progress until the job ends")
 
 
+def _keys_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="make a key and print it once")
+    create.add_argument("--name", required=True, help="what the key is called (unique)")
+    create.add_argument(
+        "--scope", required=True, metavar="SCOPE", help="admin, read or customer:<customer id>"
+    )
+    listing = sub.add_parser("list", help="every key: name, scope, created, revoked, last used")
+    listing.add_argument("--json", action="store_true", help="one JSON object a line")
+    revoke = sub.add_parser("revoke", help="revoke the key in force with this name")
+    revoke.add_argument("name")
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit", action="store_true", help="stop after the report")
 
@@ -81,6 +94,11 @@ COMMANDS: dict[str, Command] = {
     "rotate-keys": Command(
         "re-encrypt every stored credential under the first SECRET_KEYS key",
         "services.admin.rotate_keys:main",
+    ),
+    "keys": Command(
+        "the admin's API keys: create (printed once), list, revoke",
+        "services.admin.keys:main",
+        _keys_args,
     ),
 }
 

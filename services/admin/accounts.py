@@ -51,6 +51,7 @@ from services.admin.models import (
     AccountPage,
     AccountPatch,
 )
+from services.admin.scopes import own_customer
 from shared.crypto import CredentialCipher
 from shared.db import Conn
 from shared.messages import AccountEvent, AccountEventName, encode
@@ -123,17 +124,22 @@ class AccountService:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def get(self, account_id: str) -> AccountOut:
-        row = await store.account(self._pool, account_id)
+    # ``scope_customer``: the one customer a customer key sees (Caller.customer_filter);
+    # the store's SQL applies it, and another customer's account is not found.
+
+    async def get(self, account_id: str, scope_customer: str | None = None) -> AccountOut:
+        row = await store.account(self._pool, account_id, scope_customer)
         if row is None:
             raise not_found("account", account_id)
         return account_out(row)
 
-    async def list_page(self, q: AccountListQuery) -> AccountPage:
+    async def list_page(
+        self, q: AccountListQuery, scope_customer: str | None = None
+    ) -> AccountPage:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             # One snapshot for the page and its total, so they agree.
-            total = await store.count_accounts(conn, q)
-            rows = await store.account_page(conn, q)
+            total = await store.count_accounts(conn, q, scope_customer)
+            rows = await store.account_page(conn, q, scope_customer)
         return AccountPage(
             items=[account_out(r) for r in rows], total=total, limit=q.limit, offset=q.offset
         )
@@ -143,16 +149,27 @@ class AccountService:
     async def create_or_update(
         self, caller: Caller, body: AccountCreate
     ) -> tuple[AccountOut, bool]:
-        """Returns the account and whether it was created (False: updated)."""
+        """Returns the account and whether it was created (False: updated).
+
+        A customer key writes its own customer's accounts only: the body's customer_id is
+        its own (given or not; another is a 422), and an account of another customer is
+        not found (404), as for every other route."""
+        scope = caller.customer_filter
+        body = body.model_copy(
+            update={"customer_id": own_customer(scope, body.customer_id, required=False)}
+        )
         cookie = rules.intake_cookie(body.airbnb_cookie, body.account_id)
         token = self._cipher.encrypt(cookie)
         async with self._pool.acquire() as conn, conn.transaction():
-            held = await store.hold_account(conn, body.account_id)
+            held = await store.hold_account(conn, body.account_id, scope)
             if held is None:
                 # ON CONFLICT: a concurrent create of the same id wins the insert; this one
-                # then finds no row and reports the conflict instead of a 500.
+                # then finds no row and reports the conflict instead of a 500. For a
+                # customer key the row found may be another customer's: not found.
                 row = await store.insert_account(conn, body, token)
                 if row is None:
+                    if not await store.account_exists(conn, body.account_id, scope):
+                        raise not_found("account", body.account_id)
                     raise conflict(
                         "concurrent_change", "the account was created concurrently; retry"
                     )
@@ -205,8 +222,11 @@ class AccountService:
             if "airbnb_cookie" in given and body.airbnb_cookie is not None
             else None
         )
+        scope = caller.customer_filter
+        if "customer_id" in given:
+            own_customer(scope, body.customer_id, required=True)
         async with self._pool.acquire() as conn, conn.transaction():
-            held = await store.hold_account(conn, account_id)
+            held = await store.hold_account(conn, account_id, scope)
             if held is None:
                 raise not_found("account", account_id)
             write = rules.plan_patch(account_id, held, body, cookie=cookie, cipher=self._cipher)
@@ -253,7 +273,7 @@ class AccountService:
 
     async def _set_deleted(self, caller: Caller, account_id: str, *, deleted: bool) -> AccountOut:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await store.hold_deleted(conn, account_id)
+            current = await store.hold_deleted(conn, account_id, caller.customer_filter)
             if current is None:
                 raise not_found("account", account_id)
             event = rules.deletion_event(account_id, is_deleted=current, delete=deleted)

@@ -160,15 +160,21 @@ class MetricsExport:
         self._fetch_rows = fetch_rows
 
     async def stream(
-        self, request: web.Request, account_id: str, q: ExportQuery
+        self,
+        request: web.Request,
+        account_id: str,
+        q: ExportQuery,
+        scope_customer: str | None = None,
     ) -> web.StreamResponse:
+        """The rows of one account: a customer key's own accounts only (another
+        customer's is not found, by the store's SQL)."""
         check_span(q, self._max_days)
         table = METRIC_TABLES[q.table]
         encoder: CsvEncoder | JsonEncoder = (
             CsvEncoder(table) if q.format == "csv" else JsonEncoder(table)
         )
         async with self._pool.acquire() as conn:
-            if not await store.account_exists(conn, account_id):
+            if not await store.account_exists(conn, account_id, scope_customer):
                 raise not_found("account", account_id)
             resp = web.StreamResponse(
                 headers={

@@ -212,13 +212,19 @@ async def create_or_update_account(request: web.Request) -> web.Response:
     return resp
 
 
+def scope_customer(request: web.Request) -> str | None:
+    """The one customer the caller's key is limited to (None: every customer)."""
+    return caller(request).customer_filter
+
+
 async def list_accounts(request: web.Request) -> web.Response:
     q = parse_query(request, AccountListQuery)
-    return model_response(await request.app[ACCOUNTS].list_page(q))
+    return model_response(await request.app[ACCOUNTS].list_page(q, scope_customer(request)))
 
 
 async def get_account(request: web.Request) -> web.Response:
-    return model_response(await request.app[ACCOUNTS].get(account_id(request)))
+    aid = account_id(request)
+    return model_response(await request.app[ACCOUNTS].get(aid, scope_customer(request)))
 
 
 async def patch_account(request: web.Request) -> web.Response:
@@ -260,17 +266,17 @@ async def get_trigger(request: web.Request) -> web.Response:
         trigger_id = JOB_ID.validate_python(raw)
     except ValidationError:
         raise not_found("sync trigger", raw[:40]) from None
-    return model_response(await request.app[SYNCS].get(trigger_id))
+    return model_response(await request.app[SYNCS].get(trigger_id, scope_customer(request)))
 
 
 async def list_account_syncs(request: web.Request) -> web.Response:
     aid = account_id(request)
     q = parse_query(request, JobListQuery)
-    return model_response(await request.app[JOBS].for_account(aid, q))
+    return model_response(await request.app[JOBS].for_account(aid, q, scope_customer(request)))
 
 
 async def get_sync(request: web.Request) -> web.Response:
-    return model_response(await request.app[JOBS].get(job_id(request)))
+    return model_response(await request.app[JOBS].get(job_id(request), scope_customer(request)))
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -279,31 +285,32 @@ async def get_sync(request: web.Request) -> web.Response:
 async def export_metrics(request: web.Request) -> web.StreamResponse:
     aid = account_id(request)
     q = parse_query(request, ExportQuery)
-    return await request.app[EXPORT].stream(request, aid, q)
+    return await request.app[EXPORT].stream(request, aid, q, scope_customer(request))
 
 
 # --- insights -------------------------------------------------------------------------------
 
 
 async def list_listings(request: web.Request) -> web.Response:
-    return model_response(await request.app[INSIGHTS].listings(account_id(request)))
+    aid = account_id(request)
+    return model_response(await request.app[INSIGHTS].listings(aid, scope_customer(request)))
 
 
 async def get_insights(request: web.Request) -> web.Response:
     aid = account_id(request)
     q = parse_query(request, InsightsQuery)
-    return model_response(await request.app[INSIGHTS].series(aid, q))
+    return model_response(await request.app[INSIGHTS].series(aid, q, scope_customer(request)))
 
 
 async def get_forward_insights(request: web.Request) -> web.Response:
     aid = account_id(request)
     q = parse_query(request, ForwardQuery)
-    return model_response(await request.app[INSIGHTS].forward(aid, q))
+    return model_response(await request.app[INSIGHTS].forward(aid, q, scope_customer(request)))
 
 
 async def get_portfolio(request: web.Request) -> web.Response:
     q = parse_query(request, PortfolioQuery)
-    return model_response(await request.app[INSIGHTS].portfolio(q))
+    return model_response(await request.app[INSIGHTS].portfolio(q, scope_customer(request)))
 
 
 # --- the audit trail ------------------------------------------------------------------------

@@ -44,15 +44,20 @@ class InsightQueries:
         ):
             yield conn
 
-    async def _check(self, conn: Conn, account_id: str, listing_id: str | None) -> None:
-        if not await store.account_exists(conn, account_id):
+    # ``scope_customer``: the one customer a customer key sees (Caller.customer_filter);
+    # another customer's account is not found, by the store's SQL.
+
+    async def _check(
+        self, conn: Conn, account_id: str, listing_id: str | None, scope_customer: str | None
+    ) -> None:
+        if not await store.account_exists(conn, account_id, scope_customer):
             raise not_found("account", account_id)
         if listing_id is not None and not await store.listing_exists(conn, account_id, listing_id):
             raise not_found("listing", listing_id)
 
-    async def listings(self, account_id: str) -> ListingsOut:
+    async def listings(self, account_id: str, scope_customer: str | None = None) -> ListingsOut:
         async with self._snapshot() as conn:
-            await self._check(conn, account_id, None)
+            await self._check(conn, account_id, None, scope_customer)
             rows = await store.account_listings(conn, account_id)
         return ListingsOut(
             account_id=account_id,
@@ -69,10 +74,12 @@ class InsightQueries:
             ],
         )
 
-    async def series(self, account_id: str, q: InsightsQuery) -> InsightsOut:
+    async def series(
+        self, account_id: str, q: InsightsQuery, scope_customer: str | None = None
+    ) -> InsightsOut:
         one_listing = q.listing_id is not None
         async with self._snapshot() as conn:
-            await self._check(conn, account_id, q.listing_id)
+            await self._check(conn, account_id, q.listing_id, scope_customer)
             rows = await store.latest_days(conn, account_id, q.from_, q.to, q.listing_id, q.as_of)
             windows: list[insights.WindowRow] = []
             if q.listing_id is not None and insights.METRIC_KINDS[q.metric] == "rate":
@@ -99,9 +106,11 @@ class InsightQueries:
             }
         )
 
-    async def forward(self, account_id: str, q: ForwardQuery) -> ForwardOut:
+    async def forward(
+        self, account_id: str, q: ForwardQuery, scope_customer: str | None = None
+    ) -> ForwardOut:
         async with self._snapshot() as conn:
-            await self._check(conn, account_id, q.listing_id)
+            await self._check(conn, account_id, q.listing_id, scope_customer)
             rows = await store.every_scrape(conn, account_id, q.listing_id, q.stay_from, q.stay_to)
         return ForwardOut(
             account_id=account_id,
@@ -111,12 +120,14 @@ class InsightQueries:
             stay_dates=insights.forward(rows, q.metric),
         )
 
-    async def portfolio(self, q: PortfolioQuery) -> PortfolioOut:
+    async def portfolio(self, q: PortfolioQuery, scope_customer: str | None = None) -> PortfolioOut:
+        """A customer key's portfolio is its customer's listings only: with another
+        customer_id asked for, an empty list (as the account list answers)."""
         end = q.end if q.end is not None else self._today() - insights.DAY
         async with self._snapshot() as conn:
-            listings = await store.portfolio_listings(conn, q.customer_id)
+            listings = await store.portfolio_listings(conn, q.customer_id, scope_customer)
             rows = await store.portfolio_days(
-                conn, q.customer_id, insights.portfolio_start(end), end, q.as_of
+                conn, q.customer_id, insights.portfolio_start(end), end, q.as_of, scope_customer
             )
         by_listing: dict[tuple[str, str], list[insights.DayRow]] = {}
         for r in rows:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from services.admin.errors import field_error
+
 KeyScope = Literal["admin", "read", "customer", "connect"]
 RouteScope = Literal["public", "read", "write", "admin", "operator", "connect"]
 ROUTE_SCOPES: tuple[RouteScope, ...] = get_args(RouteScope)
@@ -206,3 +208,25 @@ class FailureBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# --- what a customer key may write ----------------------------------------------------------
+
+
+def own_customer(scope_customer: str | None, given: str | None, *, required: bool) -> str | None:
+    """The customer_id an account write stores. An admin key (``scope_customer`` None):
+    the one given. A customer key: its own, whether the body names it or (``required``
+    False: a create) leaves it out; another customer's id, or a null that would take the
+    account out of the customer's reach, is a 422 on ``customer_id`` (the key's scope
+    shapes what it may write, like any other rule on the body; the account itself was not
+    looked at, so nothing is said of it)."""
+    if scope_customer is None:
+        return given
+    if given == scope_customer or (given is None and not required):
+        return scope_customer
+    raise field_error(
+        "customer_id",
+        "a customer key writes accounts of its own customer only: leave customer_id out or "
+        "give the key's own",
+        "customer_mismatch",
+    )

@@ -6,6 +6,12 @@ transaction (and its isolation) and the rules (services/admin/rules.py). An
 account's ``credentials_encrypted`` is read only to compare a new cookie with
 (:func:`hold_account`), never for an answer: :data:`ACCOUNT_COLUMNS` leaves it out.
 
+Customer scoping (services/admin/scopes.py): every query that reads or holds an account,
+or what belongs to one (jobs, triggers, listings, the portfolio), takes ``scope_customer``,
+the one customer a customer key may see (None: every customer), as a condition of its own
+SQL (:func:`_of_customer`). An account of another customer is not found, exactly as one
+that does not exist, so the rows a customer key reaches are decided here and nowhere else.
+
 The metrics export keeps its own streaming query and cursor (services/admin/export.py).
 """
 
@@ -57,18 +63,35 @@ LEFT JOIN LATERAL (
 # --- accounts: reads ------------------------------------------------------------------------
 
 
-async def account(db: Conn | asyncpg.Pool, account_id: str) -> asyncpg.Record | None:
+def _of_customer(param: int, column: str = "customer_id") -> str:
+    """The condition "the account is of the scope's customer" on parameter ``param`` (null:
+    every account, a customer-less one too)."""
+    return f"(${param}::text IS NULL OR {column} = ${param})"
+
+
+async def account(
+    db: Conn | asyncpg.Pool, account_id: str, scope_customer: str | None = None
+) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {ACCOUNT_COLUMNS} FROM airbnb.accounts WHERE account_id = $1", account_id
+        f"SELECT {ACCOUNT_COLUMNS} FROM airbnb.accounts WHERE account_id = $1"
+        f" AND {_of_customer(2)}",
+        account_id,
+        scope_customer,
     )
 
 
-async def account_exists(conn: Conn, account_id: str) -> bool:
-    exists = await conn.fetchval("SELECT 1 FROM airbnb.accounts WHERE account_id = $1", account_id)
+async def account_exists(
+    conn: Conn | asyncpg.Pool, account_id: str, scope_customer: str | None = None
+) -> bool:
+    exists = await conn.fetchval(
+        f"SELECT 1 FROM airbnb.accounts WHERE account_id = $1 AND {_of_customer(2)}",
+        account_id,
+        scope_customer,
+    )
     return exists is not None
 
 
-def _account_filter(q: AccountListQuery) -> tuple[str, list[Any]]:
+def _account_filter(q: AccountListQuery, scope_customer: str | None) -> tuple[str, list[Any]]:
     where = ["(deleted_at IS NOT NULL) = $1"]
     args: list[Any] = [q.deleted]
     if q.active is not None:
@@ -77,17 +100,23 @@ def _account_filter(q: AccountListQuery) -> tuple[str, list[Any]]:
     if q.customer_id is not None:
         args.append(q.customer_id)
         where.append(f"customer_id = ${len(args)}")
+    # A customer key's list is its customer's whatever customer_id it asks for: another
+    # customer's is an empty page.
+    args.append(scope_customer)
+    where.append(_of_customer(len(args)))
     return " AND ".join(where), args
 
 
-async def count_accounts(conn: Conn, q: AccountListQuery) -> int:
-    cond, args = _account_filter(q)
+async def count_accounts(conn: Conn, q: AccountListQuery, scope_customer: str | None = None) -> int:
+    cond, args = _account_filter(q, scope_customer)
     total: int = await conn.fetchval(f"SELECT count(*) FROM airbnb.accounts WHERE {cond}", *args)
     return total
 
 
-async def account_page(conn: Conn, q: AccountListQuery) -> list[asyncpg.Record]:
-    cond, args = _account_filter(q)
+async def account_page(
+    conn: Conn, q: AccountListQuery, scope_customer: str | None = None
+) -> list[asyncpg.Record]:
+    cond, args = _account_filter(q, scope_customer)
     return await conn.fetch(
         f"SELECT {ACCOUNT_COLUMNS} FROM airbnb.accounts WHERE {cond} "
         f"ORDER BY account_id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
@@ -97,11 +126,14 @@ async def account_page(conn: Conn, q: AccountListQuery) -> list[asyncpg.Record]:
     )
 
 
-async def trigger_state(db: Conn | asyncpg.Pool, account_id: str) -> TriggerState | None:
+async def trigger_state(
+    db: Conn | asyncpg.Pool, account_id: str, scope_customer: str | None = None
+) -> TriggerState | None:
     row = await db.fetchrow(
         "SELECT is_active, deleted_at, credentials_invalid_at FROM airbnb.accounts"
-        " WHERE account_id = $1",
+        f" WHERE account_id = $1 AND {_of_customer(2)}",
         account_id,
+        scope_customer,
     )
     if row is None:
         return None
@@ -115,12 +147,17 @@ async def trigger_state(db: Conn | asyncpg.Pool, account_id: str) -> TriggerStat
 # --- accounts: writes -----------------------------------------------------------------------
 
 
-async def hold_account(conn: Conn, account_id: str) -> HeldAccount | None:
-    """The account's row, locked FOR UPDATE until the transaction ends."""
+async def hold_account(
+    conn: Conn, account_id: str, scope_customer: str | None = None
+) -> HeldAccount | None:
+    """The account's row, locked FOR UPDATE until the transaction ends (None: no such
+    account, or not of ``scope_customer``)."""
     row = await conn.fetchrow(
         "SELECT credentials_encrypted, is_active, deleted_at, x_client_version, user_agent,"
-        " customer_id FROM airbnb.accounts WHERE account_id = $1 FOR UPDATE",
+        f" customer_id FROM airbnb.accounts WHERE account_id = $1 AND {_of_customer(2)}"
+        " FOR UPDATE",
         account_id,
+        scope_customer,
     )
     if row is None:
         return None
@@ -134,11 +171,16 @@ async def hold_account(conn: Conn, account_id: str) -> HeldAccount | None:
     )
 
 
-async def hold_deleted(conn: Conn, account_id: str) -> bool | None:
-    """Whether the account is deleted (None: no such account), locked FOR UPDATE."""
+async def hold_deleted(
+    conn: Conn, account_id: str, scope_customer: str | None = None
+) -> bool | None:
+    """Whether the account is deleted (None: no such account, or not of
+    ``scope_customer``), locked FOR UPDATE."""
     deleted: bool | None = await conn.fetchval(
-        "SELECT deleted_at IS NOT NULL FROM airbnb.accounts WHERE account_id = $1 FOR UPDATE",
+        "SELECT deleted_at IS NOT NULL FROM airbnb.accounts"
+        f" WHERE account_id = $1 AND {_of_customer(2)} FOR UPDATE",
         account_id,
+        scope_customer,
     )
     return deleted
 
@@ -237,8 +279,16 @@ async def job_page(conn: Conn, account_id: str, limit: int, offset: int) -> list
     )
 
 
-async def job(conn: Conn, job_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(_JOB_SELECT + " WHERE j.job_id = $1", job_id)
+async def job(
+    conn: Conn, job_id: uuid.UUID, scope_customer: str | None = None
+) -> asyncpg.Record | None:
+    """The job (None: no such job, or of an account not of ``scope_customer``)."""
+    return await conn.fetchrow(
+        _JOB_SELECT + " WHERE j.job_id = $1 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM"
+        " airbnb.accounts a WHERE a.account_id = j.account_id AND a.customer_id = $2))",
+        job_id,
+        scope_customer,
+    )
 
 
 async def job_listings(conn: Conn, job_id: uuid.UUID) -> list[asyncpg.Record]:
@@ -432,14 +482,19 @@ async def mark_connect_token_used(conn: Conn, token_id: uuid.UUID, account_id: s
 # --- manual triggers (migrations/0008_sync_triggers.sql) ----------------------------------
 
 
-async def handled_trigger(db: Conn | asyncpg.Pool, trigger_id: uuid.UUID) -> asyncpg.Record | None:
-    """The trigger as the scheduler recorded it, with its job's status now."""
+async def handled_trigger(
+    db: Conn | asyncpg.Pool, trigger_id: uuid.UUID, scope_customer: str | None = None
+) -> asyncpg.Record | None:
+    """The trigger as the scheduler recorded it, with its job's status now (None: not
+    handled, or of an account not of ``scope_customer``)."""
     return await db.fetchrow(
         "SELECT t.trigger_id, t.account_id, t.full_sync, t.requested_at, t.handled_at,"
         " t.job_id, t.error, t.detail, j.status AS job_status"
         " FROM airbnb.sync_triggers t LEFT JOIN airbnb.sync_jobs j USING (job_id)"
-        " WHERE t.trigger_id = $1",
+        " WHERE t.trigger_id = $1 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM"
+        " airbnb.accounts a WHERE a.account_id = t.account_id AND a.customer_id = $2))",
         trigger_id,
+        scope_customer,
     )
 
 
@@ -616,19 +671,29 @@ async def account_listings(conn: Conn, account_id: str) -> list[asyncpg.Record]:
 
 
 # The portfolio's listings: those of accounts not soft-deleted, of customer $1 (null:
-# every customer).
+# every customer) and of the scope's customer (a customer key's portfolio is its own
+# customer's whatever customer_id it asks for: another's is an empty list).
 _PORTFOLIO_FROM = " FROM airbnb.listings l JOIN airbnb.accounts a ON a.account_id = l.account_id"
-_PORTFOLIO_WHERE = " WHERE a.deleted_at IS NULL AND ($1::text IS NULL OR a.customer_id = $1)"
 
 
-async def portfolio_listings(conn: Conn, customer_id: str | None) -> list[ListingInfo]:
+def _portfolio_where(scope_param: int) -> str:
+    return (
+        " WHERE a.deleted_at IS NULL AND ($1::text IS NULL OR a.customer_id = $1)"
+        f" AND {_of_customer(scope_param, 'a.customer_id')}"
+    )
+
+
+async def portfolio_listings(
+    conn: Conn, customer_id: str | None, scope_customer: str | None = None
+) -> list[ListingInfo]:
     rows = await conn.fetch(
         "SELECT l.account_id, a.customer_id, l.airbnb_listing_id, l.airbnb_internal_name,"
         " l.listing_name"
         + _PORTFOLIO_FROM
-        + _PORTFOLIO_WHERE
+        + _portfolio_where(2)
         + " ORDER BY l.account_id, l.airbnb_listing_id",
         customer_id,
+        scope_customer,
     )
     return [
         ListingInfo(
@@ -643,7 +708,12 @@ async def portfolio_listings(conn: Conn, customer_id: str | None) -> list[Listin
 
 
 async def portfolio_days(
-    conn: Conn, customer_id: str | None, start: dt.date, end: dt.date, as_of: dt.date | None
+    conn: Conn,
+    customer_id: str | None,
+    start: dt.date,
+    end: dt.date,
+    as_of: dt.date | None,
+    scope_customer: str | None = None,
 ) -> list[DayRow]:
     """Each portfolio listing-date's row of the latest scrape on or before ``as_of``."""
     rows = await conn.fetch(
@@ -651,11 +721,12 @@ async def portfolio_days(
         + _PORTFOLIO_FROM
         + " CROSS JOIN generate_series($2::date, $3::date, interval '1 day') AS d(day)"
         + _latest_row("chart_query", "metric_date", _CHART_READ, "d.day::date", 4)
-        + _PORTFOLIO_WHERE,
+        + _portfolio_where(5),
         customer_id,
         start,
         end,
         as_of,
+        scope_customer,
     )
     return _day_rows(rows)
 

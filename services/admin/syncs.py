@@ -116,7 +116,7 @@ class SyncTrigger:
         self._timeout_s = timeout_s
 
     async def trigger(self, caller: Caller, account_id: str, *, full: bool) -> TriggerOut:
-        await self._precheck(account_id)
+        await self._precheck(account_id, caller.customer_filter)
         trigger = new_trigger(account_id, full=full)
         tid = trigger.trigger_id
         try:
@@ -167,8 +167,9 @@ class SyncTrigger:
         # Our request was valid by our own model: the two sides disagree on the contract.
         raise ApiError(502, "bad_scheduler_reply", "the scheduler refused the request")
 
-    async def get(self, trigger_id: uuid.UUID) -> TriggerOut:
-        row = await store.handled_trigger(self._pool, trigger_id)
+    async def get(self, trigger_id: uuid.UUID, scope_customer: str | None = None) -> TriggerOut:
+        """The trigger; one of an account not of ``scope_customer`` is not found."""
+        row = await store.handled_trigger(self._pool, trigger_id, scope_customer)
         if row is not None:
             return handled_trigger(row)
         try:
@@ -182,16 +183,23 @@ class SyncTrigger:
             raise nats_unavailable("NATS is not reachable to look the trigger up") from None
         if raw is not None and raw.data:
             with contextlib.suppress(MessageDecodeError):
-                return pending_trigger(decode(SyncTriggered, raw.data))
+                pending = decode(SyncTriggered, raw.data)
+                # A pending trigger is only in JetStream: its account is looked up in SQL.
+                if scope_customer is None or await store.account_exists(
+                    self._pool, pending.account_id, scope_customer
+                ):
+                    return pending_trigger(pending)
+                raise not_found("sync trigger", trigger_id)
         # The scheduler records a trigger before it acks it: one gone from the stream
         # since the first read is in the table now.
-        row = await store.handled_trigger(self._pool, trigger_id)
+        row = await store.handled_trigger(self._pool, trigger_id, scope_customer)
         if row is not None:
             return handled_trigger(row)
         raise not_found("sync trigger", trigger_id)
 
-    async def _precheck(self, account_id: str) -> None:
-        state = await store.trigger_state(self._pool, account_id)
+    async def _precheck(self, account_id: str, scope_customer: str | None) -> None:
+        # An account not of the customer key's customer is not found, as a missing one.
+        state = await store.trigger_state(self._pool, account_id, scope_customer)
         refused = rules.trigger_refusal(account_id, state)
         if refused is not None:
             raise refused
@@ -249,9 +257,11 @@ class JobQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def for_account(self, account_id: str, q: JobListQuery) -> JobPage:
+    async def for_account(
+        self, account_id: str, q: JobListQuery, scope_customer: str | None = None
+    ) -> JobPage:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            if not await store.account_exists(conn, account_id):
+            if not await store.account_exists(conn, account_id, scope_customer):
                 raise not_found("account", account_id)
             total = await store.count_jobs(conn, account_id)
             rows = await store.job_page(conn, account_id, q.limit, q.offset)
@@ -260,9 +270,9 @@ class JobQueries:
         items = [_job_out(r, errors.get(r["job_id"], []), now) for r in rows]
         return JobPage(items=items, total=total, limit=q.limit, offset=q.offset)
 
-    async def get(self, job_id: uuid.UUID) -> JobDetail:
+    async def get(self, job_id: uuid.UUID, scope_customer: str | None = None) -> JobDetail:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            row = await store.job(conn, job_id)
+            row = await store.job(conn, job_id, scope_customer)
             if row is None:
                 raise not_found("sync job", job_id)
             listings = await store.job_listings(conn, job_id)
