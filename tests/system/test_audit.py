@@ -7,6 +7,7 @@ admin in process (``aiohttp_client`` over ``create_app``):
 - each entry is written in its change's transaction (the same ``now()`` as the outbox event);
 - ``GET /api/v1/audit`` pages and filters (account_id, action, since), admin keys only (a
   read or a customer key: 403), and a key of the database is recorded by its name;
+- keys created and revoked with ``sync-airbnb keys`` are recorded with the actor ``cli``;
 - the table refuses UPDATE, DELETE and TRUNCATE;
 - no credential value is in any entry, in the table or in the API's answers.
 """
@@ -14,6 +15,9 @@ admin in process (``aiohttp_client`` over ``create_app``):
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +32,7 @@ from services.admin.app import create_app
 from services.admin.scopes import key_hash, new_key
 from shared import topology
 from tests.cookies import auth_cookie
+from tests.infra import VENV_BIN
 from tests.system.test_admin import KEY, KEY2, SECRET, account_body, admin_settings, new_account_id
 
 AUDIT = "/api/v1/audit"
@@ -314,3 +319,47 @@ async def test_only_admin_keys_read_the_trail_and_a_key_is_recorded_by_its_name(
     assert (await client.get(AUDIT, headers=admin)).status == 200
     assert await store.revoke_api_key(db, names["admin"])
     assert (await client.get(AUDIT, headers=admin)).status == 401
+
+
+def sync_airbnb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "sync-airbnb"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+async def test_keys_created_and_revoked_on_the_command_line_are_recorded(
+    client: TestClient, base_env: dict[str, str]
+) -> None:
+    name = f"audit-cli-{uuid.uuid4().hex[:8]}"
+    made = sync_airbnb(base_env, "keys", "create", "--name", name, "--scope", "customer:c-cli")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    # a created key writes nothing here; it is refused the trail (not admin)
+    assert (await client.get(AUDIT, headers={"X-API-Key": key})).status == 403
+    # a refused create (the name is in force) is no entry
+    again = sync_airbnb(base_env, "keys", "create", "--name", name, "--scope", "read")
+    assert again.returncode == 1, again.stderr
+    gone = sync_airbnb(base_env, "keys", "revoke", name)
+    assert gone.returncode == 0, gone.stderr
+    assert sync_airbnb(base_env, "keys", "revoke", name).returncode == 1
+    assert (await client.get(AUDIT, headers={"X-API-Key": key})).status == 401
+
+    entries = [
+        e
+        for action in ("key_created", "key_revoked")
+        for e in await trail(client, action=action)
+        if e["key_name"] == name
+    ]
+    assert [(e["actor"], e["actor_scope"], e["action"], e["account_id"]) for e in entries] == [
+        ("cli", "admin", "key_created", None),
+        ("cli", "admin", "key_revoked", None),
+    ]
+    assert all(e["client"].startswith("local:") and e["fields"] == [] for e in entries)
+    assert [e["detail"] for e in entries] == [{"scope": "customer", "customer_id": "c-cli"}] * 2
+    # the key itself, nor its hash, is in any entry
+    text = json.dumps(await trail(client))
+    assert key not in text and key_hash(key) not in text
