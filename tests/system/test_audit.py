@@ -262,7 +262,8 @@ async def test_the_route_is_documented_and_needs_a_key(client: TestClient) -> No
         "action",
         "since",
     }
-    assert "200" in op["responses"] and "401" in op["responses"]
+    assert "200" in op["responses"] and "401" in op["responses"] and "403" in op["responses"]
+    assert op["x-scopes"] == ["admin"]
 
 
 async def test_the_table_is_append_only(client: TestClient, db: asyncpg.Connection) -> None:
@@ -315,6 +316,25 @@ async def test_only_admin_keys_read_the_trail_and_a_key_is_recorded_by_its_name(
         ),
         (names["admin"], "admin", "account_deleted", []),
     ]
+    # A customer key's writes are its name and scope; its refused ones (another customer's
+    # account: 404) are none.
+    customer = {"X-API-Key": keys["customer"]}
+    theirs = new_account_id()
+    await call(client, "POST", ACCOUNTS, 201, customer, json=account_body(theirs))
+    await call(client, "PATCH", f"{ACCOUNTS}/{theirs}", 200, customer, json={"is_active": False})
+    await call(client, "PATCH", f"{ACCOUNTS}/{aid}", 404, customer, json={"is_active": False})
+    await call(client, "POST", f"{ACCOUNTS}/{aid}/restore", 404, customer)
+    assert summary(await trail(client, account_id=theirs)) == [
+        (
+            names["customer"],
+            "customer",
+            "account_created",
+            ["x_client_version", "user_agent", "customer_id", "is_active", "credentials"],
+        ),
+        (names["customer"], "customer", "account_deactivated", ["is_active"]),
+    ]
+    assert len(await trail(client, account_id=aid)) == 2
+
     # ...and reads the trail, until it is revoked.
     assert (await client.get(AUDIT, headers=admin)).status == 200
     assert await store.revoke_api_key(db, names["admin"])
