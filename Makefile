@@ -1,7 +1,8 @@
 # Every target builds its own virtualenv from pyproject.toml. The tests also use Debian's
 # tshark (the TLS handshake seen on the wire) and promtool (package prometheus: the alert
 # rules): `system-deps` installs them where it can (root with apt-get); elsewhere those
-# tests skip and say why. Likewise chromium, for the browser tests of /docs and /ui/.
+# tests skip and say why. Likewise chromium, for the browser tests of /docs, /ui/ and the
+# extension (its new headless mode runs extensions, so no Xvfb is needed).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -40,7 +41,7 @@ system-deps:
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium (apt-get)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-			|| echo "chromium could not be installed: tests/system/test_docs_browser.py and test_ui_browser.py will skip"; \
+			|| echo "chromium could not be installed: tests/system/test_docs_browser.py, test_ui_browser.py and test_extension_browser.py will skip"; \
 	fi
 
 test: $(STAMP) lint system-deps

@@ -22,6 +22,14 @@ GET    /api/v1/accounts/{account_id}/insights      one metric as a series: metri
                                                    granularity, listing_id, as_of
 GET    /api/v1/accounts/{account_id}/insights/forward  demand build-up of stay dates
 GET    /api/v1/portfolio                           every listing: 7/28 days vs before, flags
+POST   /api/v1/accounts/{account_id}/connect-tokens  a connect token for the account (201,
+                                                   shown once); GET lists them (never the
+                                                   token), DELETE .../{token_id} revokes
+POST   /api/v1/connect-tokens                      a connect token for a new account of a
+                                                   customer; DELETE .../{token_id} revokes
+POST   /api/v1/connect                             the browser extension: Authorization:
+                                                   Bearer <connect token>, no X-API-Key
+GET    /connect                                    where a connect link leads (public)
 GET    /api/v1/openapi.json, /docs                 the document, as JSON and Swagger UI
 GET    /ui/                                        the dashboard (public; it asks for a key)
 GET    /health, /health/ready, /metrics            served by shared.service_http
@@ -33,7 +41,8 @@ also feeds the document), ``handlers`` (thin: parse, call, answer), ``models``
 / ``insight_queries`` (the logic, as plain classes; ``insights``
 the read API's arithmetic, pure), ``middlewares`` (errors as JSON, API keys, body size,
 CORS), ``openapi`` (document and /docs page), ``errors``, ``settings``, ``state``
-(typed app keys), ``rotate_keys`` (``sync-airbnb rotate-keys``).
+(typed app keys), ``rotate_keys`` (``sync-airbnb rotate-keys``), ``connect`` /
+``connect_handlers`` (connect tokens and ``POST /connect``: the rules, and their handlers).
 
 Decisions worth knowing:
 

@@ -27,6 +27,26 @@ from services.admin.state import CONNECT
 
 TOKEN_ID = TypeAdapter(uuid.UUID)
 
+# What a host sees who opens the connect link in a browser instead of pasting it into the
+# extension. No script: the token is in the fragment, which never reaches this server, and
+# nothing on the page reads it.
+CONNECT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Connect your Airbnb account</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font:16px system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em">
+<h1>Connect your Airbnb account</h1>
+<p>This link is for the <b>sync-airbnb connect</b> browser extension.</p>
+<ol><li>Open the extension's options (chrome://extensions, then Details, then Extension
+options).</li>
+<li>Paste this page's whole address, with what follows the <code>#</code>, into
+<i>Connect link</i>, and press Save.</li>
+<li>Open your Airbnb hosting dashboard and press
+<i>Send my Airbnb session to &hellip;</i>.</li></ol>
+<p>Keep the link to yourself: until it expires it lets the extension connect your account.</p>
+</body></html>
+"""
+CONNECT_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+
 
 def _server(request: web.Request) -> str:
     """The origin the request came to, which the connect link points the extension at."""
@@ -39,6 +59,19 @@ def _token_id(request: web.Request) -> uuid.UUID:
         return TOKEN_ID.validate_python(raw)
     except ValidationError:
         raise not_found("connect token", raw[:40]) from None
+
+
+async def connect_page(request: web.Request) -> web.Response:
+    return web.Response(
+        text=CONNECT_PAGE,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": CONNECT_PAGE_CSP,
+            # The address holds the token (in its fragment): no page it leads to learns it.
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def create_connect_token(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from services.admin import connect_handlers as ch
 from services.admin import dashboard
 from services.admin import handlers as h
+from services.admin.connect import CONNECT_PATH
 from services.admin.models import (
     AGGREGATION_DOC,
     CONNECT_TOKEN_DOC,
@@ -492,6 +493,19 @@ def connect_operations() -> list[Operation]:
             "credentials mark. CORS: the origins of ADMIN_CONNECT_ORIGINS (the extension's) "
             "may call this route and no other.",
             scope="connect",
+        ),
+        Operation(
+            "GET",
+            CONNECT_PATH,
+            ch.connect_page,
+            "connectPage",
+            "Where a connect link leads: how to paste it into the browser extension",
+            "connect",
+            {200: Resp("HTML", content={"text/html": {"schema": {"type": "string"}}})},
+            description="The link's token is in its fragment, which a browser never sends: "
+            "the page holds no data and reads nothing.",
+            scope="public",
+            uses_db=False,
         ),
     ]
 

@@ -400,3 +400,16 @@ async def test_the_openapi_document_says_how_connect_authenticates(client: TestC
         ("/api/v1/connect-tokens/{token_id}", "delete"),
     ):
         assert "admin" in doc["paths"][path][method]["x-scopes"]
+
+
+async def test_the_connect_link_leads_to_a_page_that_says_what_to_do(client: TestClient) -> None:
+    made = await new_token(client)
+    link = made["connect_link"]
+    assert link.startswith(str(client.make_url("/connect#token=")))
+    # A browser sends the path only, never the fragment (the token).
+    resp = await client.get("/connect")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    text = await resp.text()
+    assert "extension" in text and "<script" not in text
+    assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert resp.headers["Referrer-Policy"] == "no-referrer"

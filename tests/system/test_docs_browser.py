@@ -61,9 +61,11 @@ def test_docs_render_the_operations_and_try_one_with_a_key(
             expect(block.locator(".opblock-summary-path")).to_have_text("/api/v1/accounts")
 
             page.locator("button.authorize").first.click()
-            page.locator(".auth-container input").first.fill("test-key-1")
-            page.locator(".auth-btn-wrapper button.authorize").click()
-            page.locator("button.btn-done").click()
+            # The API key's form (the other scheme is POST /connect's connect token).
+            api_key = page.locator(".auth-container").filter(has_text="ApiKey (apiKey)")
+            api_key.locator("input").first.fill("test-key-1")
+            api_key.locator(".auth-btn-wrapper button.authorize").click()
+            page.locator("button.btn-done").first.click()
 
             block.locator(".opblock-summary").click()
             block.locator("button.try-out__btn").click()
