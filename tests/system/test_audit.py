@@ -8,6 +8,7 @@ admin in process (``aiohttp_client`` over ``create_app``):
 - ``GET /api/v1/audit`` pages and filters (account_id, action, since), admin keys only (a
   read or a customer key: 403), and a key of the database is recorded by its name;
 - keys created and revoked with ``sync-airbnb keys`` are recorded with the actor ``cli``;
+- a sync trigger JetStream did not store leaves no entry;
 - the table refuses UPDATE, DELETE and TRUNCATE;
 - no credential value is in any entry, in the table or in the API's answers.
 """
@@ -20,9 +21,11 @@ import os
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 import pytest
 from aiohttp.test_utils import TestClient
 from nats.aio.client import Client as NatsClient
@@ -32,7 +35,7 @@ from services.admin.app import create_app
 from services.admin.scopes import key_hash, new_key
 from shared import topology
 from tests.cookies import auth_cookie
-from tests.infra import VENV_BIN
+from tests.infra import VENV_BIN, NatsServer
 from tests.system.test_admin import KEY, KEY2, SECRET, account_body, admin_settings, new_account_id
 
 AUDIT = "/api/v1/audit"
@@ -383,3 +386,34 @@ async def test_keys_created_and_revoked_on_the_command_line_are_recorded(
     # the key itself, nor its hash, is in any entry
     text = json.dumps(await trail(client))
     assert key not in text and key_hash(key) not in text
+
+
+async def test_a_trigger_jetstream_did_not_store_leaves_no_entry(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    base_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The trigger's entry commits only once JetStream stored the trigger: on a NATS server
+    of this test's own, whose trigger stream is removed under the running admin, the
+    trigger is a 503 and the entry goes with the transaction."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    nc = await nats.connect(server.url)
+    try:
+        client = await aiohttp_client(
+            create_app(admin_settings(base_env, NATS_URL=server.url, SYNC_TRIGGER_TIMEOUT_S="1"))
+        )
+        aid = new_account_id()
+        await call(client, "POST", ACCOUNTS, 201, json=account_body(aid))
+        await call(client, "POST", f"{ACCOUNTS}/{aid}/sync", 202)
+        await nc.jetstream().delete_stream(topology.SCHEDULER_TRIGGERS.stream)
+        refused = await client.post(f"{ACCOUNTS}/{aid}/sync", headers=KEY)
+        assert refused.status == 503, await refused.text()
+        body = await refused.json()
+        # the publish failed, inside the transaction that holds the entry
+        assert body["error"] == "nats_unavailable" and "did not store" in body["detail"]
+        actions = [e["action"] for e in await trail(client, account_id=aid)]
+        assert actions == ["account_created", "sync_triggered"]
+    finally:
+        await nc.close()
+        server.stop()
