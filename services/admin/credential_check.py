@@ -99,24 +99,39 @@ class CredentialChecker:
         self._cipher = cipher
         self.timeout_s = timeout_s
 
-    async def check_create(self, body: AccountCreate) -> CredentialsCheckOut:
+    async def check_create(
+        self, body: AccountCreate, scope_customer: str | None = None
+    ) -> CredentialsCheckOut:
         """createOrUpdateAccount with validate=true, before the write (which takes the
-        cookie in again: intake is pure, and its 422 comes first either way)."""
+        cookie in again: intake is pure, and its 422 comes first either way).
+
+        ``scope_customer`` (a customer key's customer): another customer's account is the
+        write's 404 before any check, so no check runs for an account the caller may not
+        see."""
+        cookie = rules.intake_cookie(body.airbnb_cookie, body.account_id)
+        if scope_customer is not None and (
+            await store.account_exists(self._pool, body.account_id)
+            and not await store.account_exists(self._pool, body.account_id, scope_customer)
+        ):
+            raise not_found("account", body.account_id)
         return await self.check(
             account_id=body.account_id,
-            cookie=rules.intake_cookie(body.airbnb_cookie, body.account_id),
+            cookie=cookie,
             x_client_version=body.x_client_version,
             user_agent=body.user_agent,
         )
 
-    async def check_patch(self, account_id: str, body: AccountPatch) -> CredentialsCheckOut | None:
+    async def check_patch(
+        self, account_id: str, body: AccountPatch, scope_customer: str | None = None
+    ) -> CredentialsCheckOut | None:
         """patchAccount with validate=true: None when there is nothing to check (no cookie,
-        or an account the write refuses anyway: missing is 404 here, deleted the write's
-        409). The browser the cookie goes with is the body's, else the stored one."""
+        or an account the write refuses anyway: missing, or another customer's for a
+        customer key, is 404 here; deleted is the write's 409). The browser the cookie goes
+        with is the body's, else the stored one."""
         if "airbnb_cookie" not in body.model_fields_set or body.airbnb_cookie is None:
             return None
         cookie = rules.intake_cookie(body.airbnb_cookie, account_id)
-        current = await store.account(self._pool, account_id)
+        current = await store.account(self._pool, account_id, scope_customer)
         if current is None:
             raise not_found("account", account_id)
         if current["deleted_at"] is not None:

@@ -201,7 +201,7 @@ async def create_or_update_account(request: web.Request) -> web.Response:
     body = await parse_body(request, AccountCreate)
     # validate=true: a fetcher's verdict first; nothing is written unless it is live.
     checked = (
-        await request.app[CREDENTIALS].check_create(body)
+        await request.app[CREDENTIALS].check_create(body, scope_customer(request))
         if parse_query(request, ValidateQuery).validate_
         else None
     )
@@ -231,7 +231,7 @@ async def patch_account(request: web.Request) -> web.Response:
     aid = account_id(request)
     body = await parse_body(request, AccountPatch)
     checked = (
-        await request.app[CREDENTIALS].check_patch(aid, body)
+        await request.app[CREDENTIALS].check_patch(aid, body, scope_customer(request))
         if parse_query(request, ValidateQuery).validate_
         else None
     )

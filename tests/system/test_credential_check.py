@@ -454,3 +454,46 @@ async def test_checks_are_bounded_in_number_and_in_time(infra: Infra) -> None:
     # Never two at once at Airbnb: the simulator saw the live ones and the cut-off one(s).
     counts = await sim.requests(account["account_id"])
     assert counts["ListingsSectionQuery"] <= outcomes.count("live") + 2, counts
+
+
+async def test_a_customer_key_gets_no_check_of_another_customers_account(
+    infra: Infra, db: asyncpg.Connection
+) -> None:
+    """validate=true with a customer key on an account of another customer is the write's
+    404, before any check: the fetcher is not asked and Airbnb sees nothing. Its own
+    customer's new account is checked and saved."""
+    stack = infra.stack(DAY)
+    sim = await stack.start_simulator(accounts=2, listings=1, seed=SEED + 4)
+    account, own = sim.accounts
+    aid = account["account_id"]
+    stack.start("fetcher")
+    admin = start_admin(stack)
+    status, body = await admin.call(
+        "POST", "/accounts", {**account_body(account), "customer_id": "theirs"}
+    )
+    assert status == 201, body
+    made = stack.launcher.run(["keys", "create", "--name", "mine", "--scope", "customer:mine"])
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+
+    async def call(method: str, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession(headers={"X-API-Key": key}) as http,
+            http.request(method, f"{admin.base}/api/v1{path}", json=payload) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    before = await account_row(db, aid)
+    status, body = await call(
+        "PATCH", f"/accounts/{aid}?validate=true", {"airbnb_cookie": account["cookie"]}
+    )
+    assert status == 404 and body["error"] == "not_found", body
+    status, body = await call("POST", "/accounts?validate=true", account_body(account))
+    assert status == 404 and body["error"] == "not_found", body
+    assert (await sim.requests(aid)).get("preflights", 0) == 0
+    assert await account_row(db, aid) == before
+    # Its own customer's new account is checked as with an admin key.
+    status, body = await call("POST", "/accounts?validate=true", account_body(own))
+    assert status == 201, body
+    assert body["customer_id"] == "mine" and body["credentials_check"]["outcome"] == "live"
+    assert key not in admin.proc.output()
