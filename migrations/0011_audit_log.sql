@@ -19,7 +19,8 @@ CREATE TABLE airbnb.audit_log (
     -- 'connect-token:<id>' for a connect token, 'cli' for the command line
     actor text NOT NULL,
     actor_scope text NOT NULL,
-    -- the client's address as the admin saw it (request.remote), or 'cli'
+    -- the client's address as the admin saw it (request.remote); 'local:<os user>' for
+    -- the command line
     client text NOT NULL,
     action text NOT NULL,
     -- no foreign key: the trail outlives what it names, and an account row removed by

@@ -657,7 +657,10 @@ class AuditEntryOut(Out):
         "connect-token:<id> for a connect token, cli for the command line"
     )
     actor_scope: str = Field(description="the actor's scope: admin, read, customer or connect")
-    client: str = Field(description="where the request came from (the client's address)")
+    client: str = Field(
+        description="where the request came from: the client's address; local:<os user> "
+        "for the command line"
+    )
     action: AuditAction
     account_id: str | None
     key_name: str | None = Field(description="the key created or revoked")
