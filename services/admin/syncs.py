@@ -18,7 +18,9 @@ between. When NATS or JetStream cannot store the trigger: 503 with ``Retry-After
 The audit trail's ``sync_triggered`` entry is written in a transaction that commits only
 once JetStream stored the trigger: a trigger NATS refused leaves no entry. A publish and a
 commit cannot be one transaction, so one gap is left: PostgreSQL failing in the instant
-between the two leaves a stored trigger without its entry (and the answer is a 503).
+between the two leaves a stored trigger without its entry (and the answer is a 503). The
+price: a trigger holds one pooled connection while JetStream stores it, at most
+``SYNC_TRIGGER_TIMEOUT_S``; triggers are an operator's (or a customer's) few, not a load.
 
 The SQL is services/admin/store.py's, the account check services/admin/rules.py's.
 """
