@@ -51,6 +51,7 @@ from services.admin.models import (
     ConnectTokenCreated,
     ConnectTokenOut,
 )
+from services.admin.scopes import own_customer
 from shared.airbnb import cookies
 from shared.crypto import CredentialCipher
 from shared.db import Conn
@@ -198,7 +199,8 @@ class ConnectTokens:
         """A token for ``account_id``, or (None) for a new account of ``customer_id``.
 
         A customer key's account must be its customer's (404 otherwise, as for a missing
-        one), and a new account it makes a token for is its customer's whatever was given.
+        one), and a new account it makes a token for is its customer's (naming another is
+        a 422 on ``customer_id``, as for an account write).
         """
         scope_customer = who.customer_filter
         token, digest = new_token()
@@ -210,8 +212,9 @@ class ConnectTokens:
                 if row["deleted_at"] is not None:
                     raise rules.deleted_conflict(account_id)
                 customer_id = row["customer_id"]
-            elif scope_customer is not None:
-                customer_id = scope_customer
+            else:
+                # A customer key's new account is its own customer's (another is a 422).
+                customer_id = own_customer(scope_customer, customer_id, required=False)
             saved = await store.insert_connect_token(
                 conn,
                 uuid.uuid4(),

@@ -449,8 +449,8 @@ def connect_operations() -> list[Operation]:
             body=NewAccountTokenCreate,
             body_required=False,
             description=f"{CONNECT_TOKEN_DOC} Its first use creates the account (its id is "
-            "the host's, from the session) with `customer_id` (a customer key's own, "
-            "whatever is given); from then on it updates that account only.",
+            "the host's, from the session) with `customer_id` (a customer key's own: "
+            "another is a 422); from then on it updates that account only.",
             scope="write",
         ),
         Operation(

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from services.admin import keys
 from shared.airbnb.cookies import AUTH_COOKIES
 from shared.crypto import CredentialCipher
 from tests.cookies import ANALYTICS, BOT_MANAGER, auth_cookies, browser_cookie
@@ -413,3 +414,55 @@ async def test_the_connect_link_leads_to_a_page_that_says_what_to_do(client: Tes
     assert "extension" in text and "<script" not in text
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert resp.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_a_customer_key_makes_tokens_for_its_own_accounts_only(
+    client: TestClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    suffix = new_account_id()[-6:]
+    mine, theirs = f"cust-own-{suffix}", f"cust-other-{suffix}"
+    key, _ = await keys.create(database_url, f"connect-{suffix}", f"customer:{mine}")
+    reader, _ = await keys.create(database_url, f"connect-read-{suffix}", "read")
+    own = {"X-API-Key": key}
+    my_account = (await create(client, customer_id=mine))["account_id"]
+    their_account = (await create(client, customer_id=theirs))["account_id"]
+
+    resp = await client.post(f"/api/v1/accounts/{my_account}/connect-tokens", headers=own)
+    assert resp.status == 201, await resp.text()
+    made = await resp.json()
+    assert made["customer_id"] == mine and made["created_by"] == f"connect-{suffix}"
+
+    # Another customer's account is answered as a missing one, and gets no token.
+    before = await db.fetchval("SELECT count(*) FROM airbnb.connect_tokens")
+    for method, path in (
+        ("POST", f"/api/v1/accounts/{their_account}/connect-tokens"),
+        ("GET", f"/api/v1/accounts/{their_account}/connect-tokens"),
+    ):
+        resp = await client.request(method, path, headers=own)
+        assert (await error_of(resp, 404)).detail == f"account {their_account} does not exist"
+    theirs_token = await new_token(client, their_account)
+    for path in (
+        f"/api/v1/accounts/{their_account}/connect-tokens/{theirs_token['token_id']}",
+        f"/api/v1/connect-tokens/{theirs_token['token_id']}",
+    ):
+        assert (await client.delete(path, headers=own)).status == 404
+    assert await db.fetchval("SELECT count(*) FROM airbnb.connect_tokens") == before + 1
+    assert await db.fetchval(
+        "SELECT revoked_at IS NULL FROM airbnb.connect_tokens WHERE token_id = $1::uuid",
+        theirs_token["token_id"],
+    )
+
+    # A new account's token is its own customer's; naming another is a 422.
+    resp = await client.post("/api/v1/connect-tokens", json={}, headers=own)
+    assert resp.status == 201 and (await resp.json())["customer_id"] == mine
+    resp = await client.post("/api/v1/connect-tokens", json={"customer_id": theirs}, headers=own)
+    assert (await error_of(resp, 422)).fields[0].field == "customer_id"  # type: ignore[index]
+
+    # A read key makes and revokes none; it may list them.
+    read = {"X-API-Key": reader}
+    resp = await client.post(f"/api/v1/accounts/{my_account}/connect-tokens", headers=read)
+    assert (await error_of(resp, 403)).error == "insufficient_scope"
+    resp = await client.delete(f"/api/v1/connect-tokens/{made['token_id']}", headers=read)
+    assert (await error_of(resp, 403)).error == "insufficient_scope"
+    resp = await client.get(f"/api/v1/accounts/{my_account}/connect-tokens", headers=read)
+    assert resp.status == 200
