@@ -2,8 +2,9 @@
 admin in process (``aiohttp_client`` over ``create_app``):
 
 - a scripted sequence of changes (create, fields, cookie, deactivate, reactivate, refused
-  writes, a write that changes nothing, delete, restore, a sync trigger) leaves exactly the
-  expected trail: actors by key name, actions, fields, the client's address;
+  writes, a write that changes nothing, delete, restore, a sync trigger, a connect token
+  made, used and revoked) leaves exactly the expected trail: actors by key name, actions,
+  fields, the client's address;
 - each entry is written in its change's transaction (the same ``now()`` as the outbox event);
 - ``GET /api/v1/audit`` pages and filters (account_id, action, since), admin keys only (a
   read or a customer key: 403), and a key of the database is recorded by its name;
@@ -34,7 +35,7 @@ from services.admin import store
 from services.admin.app import create_app
 from services.admin.scopes import key_hash, new_key
 from shared import topology
-from tests.cookies import auth_cookie
+from tests.cookies import as_objects, auth_cookie, browser_cookie
 from tests.infra import VENV_BIN, NatsServer
 from tests.system.test_admin import KEY, KEY2, SECRET, account_body, admin_settings, new_account_id
 
@@ -122,6 +123,19 @@ async def test_a_scripted_sequence_leaves_the_expected_trail(
     await call(client, "POST", f"{one}/restore", 200)
     # A sync with no scheduler running: stored, pending, and recorded.
     trigger = await call(client, "POST", f"{one}/sync", 202, KEY2, json={"full": True})
+    # A connect token, the host's browser session sent with it (no fetcher here: not
+    # validated), and the token revoked; a use after that is refused and no entry.
+    token = await call(client, "POST", f"{one}/connect-tokens", 201)
+    connect = {
+        "cookies": as_objects(browser_cookie(aid, "via-extension-7f3")),
+        "user_agent": "Mozilla/5.0 (connected)",
+        "account_id": aid,
+        "validate": False,
+    }
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    await call(client, "POST", "/api/v1/connect", 200, bearer, json=connect)
+    await call(client, "DELETE", f"{one}/connect-tokens/{token['token_id']}", 200, KEY2)
+    await call(client, "POST", "/api/v1/connect", 401, bearer, json=connect)
 
     entries = await trail(client, account_id=aid)
     assert summary(entries) == [
@@ -141,8 +155,17 @@ async def test_a_scripted_sequence_leaves_the_expected_trail(
         (TWO, "admin", "account_deleted", []),
         (ONE, "admin", "account_restored", []),
         (TWO, "admin", "sync_triggered", []),
+        (ONE, "admin", "connect_token_created", []),
+        (
+            f"connect-token:{token['token_id']}",
+            "connect",
+            "account_connected",
+            ["user_agent", "credentials"],
+        ),
+        (TWO, "admin", "connect_token_revoked", []),
     ]
     assert all(e["account_id"] == aid and e["key_name"] is None for e in entries)
+    assert all(e["detail"]["token_id"] == token["token_id"] for e in entries[10:])
     # aiohttp's test client connects from the loopback: the address is the remote's
     assert {e["client"] for e in entries} == {"127.0.0.1"}
     ids = [e["entry_id"] for e in entries]
@@ -183,16 +206,19 @@ async def test_a_scripted_sequence_leaves_the_expected_trail(
         "updated",
         "deleted",
         "restored",
+        "updated",  # the connect
     ]
     # every event but that one's has its entries, at the same now() (the trigger goes to
-    # JetStream, not through the outbox)
-    assert [e["created_at"] for i, e in enumerate(events) if i != 5] == sorted(set(times[:-1]))
+    # JetStream, not through the outbox; the tokens' own entries announce nothing)
+    announced = sorted({*times[:9], times[11]})
+    assert [e["created_at"] for i, e in enumerate(events) if i != 5] == announced
 
     # No credential value anywhere in the account's entries, stored or answered.
     stored = await db.fetchval(
         "SELECT string_agg(a::text, E'\\n') FROM airbnb.audit_log a WHERE account_id = $1", aid
     )
-    assert SECRET not in stored and "renewed" not in stored and aid in stored
+    assert SECRET not in stored and "renewed" not in stored and "via-extension-7f3" not in stored
+    assert token["token"] not in stored and aid in stored
 
 
 async def test_pages_and_filters(client: TestClient) -> None:
