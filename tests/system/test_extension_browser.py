@@ -16,7 +16,9 @@ fetcher, a writer and a scheduler, with a NATS and a database of their own.
   listings";
 - in the database, decrypted, exactly the auth group of the browser's cookies is stored for
   that account, the needs-new-credentials mark is cleared, and the account's next sync
-  succeeds.
+  succeeds;
+- once the token is revoked the button shows the server's reason and nothing changes;
+  no process's log holds the token or a cookie value of the browser.
 
 As in test_docs_browser.py, chromium is /usr/bin/chromium (`make system-deps` installs it);
 without it or playwright the test skips, saying why.
@@ -74,6 +76,13 @@ async def stack(
         env={**FAST_RECOVERY_ENV, "ADMIN_API_KEYS": KEY},
     ) as stack:
         yield stack
+
+
+def leaked(logdir: Path, secrets: list[str]) -> tuple[set[str], list[str]]:
+    """The services whose logs are in ``logdir``, and the logs holding one of ``secrets``."""
+    logs = sorted(logdir.glob("*.log"))
+    found = [log.name for log in logs if any(s in log.read_text(errors="replace") for s in secrets)]
+    return {log.name.split("-")[0] for log in logs}, found
 
 
 async def api(method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -249,5 +258,10 @@ async def test_the_button_sends_the_auth_group_and_the_next_sync_succeeds(
         for job in jobs:
             assert job["status"] == "succeeded", json.dumps(dict(job), default=str)
             assert job["listings_total"] == LISTINGS
+        # No process logged the token or a cookie value the browser held.
+        secrets_ = [made["token"], *(c["value"] for c in jar if len(c["value"]) >= 12)]
+        services, leaks = leaked(tmp_path, secrets_)
+        assert services >= {"admin", "fetcher", "simulator", "scheduler", "writer"}
+        assert leaks == [], leaks
     finally:
         await db.close()
