@@ -10,6 +10,9 @@ PostgreSQL and NATS, the admin in process (services/admin/connect.py holds the r
   token no X-API-Key.
 - Tokens are hashed at rest and never logged; the audit trail names them, never a cookie.
 - ADMIN_CONNECT_ORIGINS lets the extension's origin call POST /connect and nothing else.
+- A customer key makes, lists and revokes tokens of its own customer's accounts only (404
+  for another's); a read key lists them only. Repeated bad tokens from one address are a
+  429 with Retry-After, as bad API keys are.
 - validate is the default: with no fetcher to ask, 503 with Retry-After, nothing saved.
   (A live check through a real fetcher is tests/system/test_extension_browser.py's.)
 """
@@ -466,3 +469,19 @@ async def test_a_customer_key_makes_tokens_for_its_own_accounts_only(
     assert (await error_of(resp, 403)).error == "insufficient_scope"
     resp = await client.get(f"/api/v1/accounts/{my_account}/connect-tokens", headers=read)
     assert resp.status == 200
+
+
+async def test_repeated_bad_tokens_from_one_address_are_slowed(
+    make_client: ClientFactory,  # noqa: F811
+) -> None:
+    client = await make_client(ADMIN_AUTH_FAILURES_BURST="2", ADMIN_AUTH_FAILURES_PER_MINUTE="1")
+    made = await new_token(client)
+    body = connect_body(new_account_id())
+    for _ in range(2):
+        resp = await client.post("/api/v1/connect", json=body, headers=bearer("sact_guess"))
+        assert (await error_of(resp, 401)).error == "invalid_connect_token"
+    # The bucket is empty: a guess is refused before its token is looked at, a good token too.
+    for token in ("sact_guess", made["token"]):
+        resp = await client.post("/api/v1/connect", json=body, headers=bearer(token))
+        assert (await error_of(resp, 429)).error == "too_many_failed_authentications"
+        assert int(resp.headers["Retry-After"]) >= 1
