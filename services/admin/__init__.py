@@ -2,7 +2,9 @@
 
 Routes (all under ``/api/v1`` need ``X-API-Key`` but the OpenAPI document, which with
 ``/docs`` (Swagger UI) needs it only when ``ADMIN_DOCS_PUBLIC=false``; ``/metrics`` needs it
-when ``ADMIN_METRICS_PUBLIC=false``; ``/health`` and ``/health/ready`` never do):
+when ``ADMIN_METRICS_PUBLIC=false``; ``/health`` and ``/health/ready`` never do). Each
+route's ``scope`` in the table says which keys it admits (``scopes``): admin keys
+everything, read keys every GET, customer keys the accounts of their customer only:
 
 ====== =========================================== =======================================
 POST   /api/v1/accounts                            create (201) or update (200)
@@ -39,12 +41,22 @@ Modules: ``app`` (factory, cleanup contexts), ``routes`` (the one route table, w
 also feeds the document), ``handlers`` (thin: parse, call, answer), ``models``
 (pydantic bodies and queries: the contract), ``accounts`` / ``syncs`` / ``export``
 / ``insight_queries`` (the logic, as plain classes; ``insights``
-the read API's arithmetic, pure), ``middlewares`` (errors as JSON, API keys, body size,
-CORS), ``openapi`` (document and /docs page), ``errors``, ``settings``, ``state``
-(typed app keys), ``rotate_keys`` (``sync-airbnb rotate-keys``), ``connect`` /
+the read API's arithmetic, pure), ``middlewares`` (errors as JSON, body size, CORS),
+``auth`` (the Caller of each request and the one middleware that authenticates and checks
+the route's scope), ``scopes`` (what each key scope may do, keys and their hash, the
+bucket of failed authentications: pure), ``keys`` (``sync-airbnb keys``), ``openapi``
+(document and /docs page), ``errors``, ``settings``, ``state`` (typed app keys),
+``rotate_keys`` (``sync-airbnb rotate-keys``), ``connect`` /
 ``connect_handlers`` (connect tokens and ``POST /connect``: the rules, and their handlers).
 
 Decisions worth knowing:
+
+- Keys (``auth``, ``scopes``, ``keys``): ``ADMIN_API_KEYS`` are the bootstrap admin keys;
+  the others live hashed (sha256 of 32 random bytes) in ``airbnb.api_keys``, looked up on
+  every request (no cache: a revoked key is refused from the next request). 401 for no,
+  an unknown or a revoked key; 403 ``insufficient_scope``; 429 with ``Retry-After`` once an
+  address used up its failed authentications. A customer key's reach is a condition of
+  the store's SQL: another customer's account is a 404 with a missing account's body.
 
 - The cookie is a write-only field: encrypted (``CredentialCipher``, MultiFernet over
   ``SECRET_KEYS``) before any query, excluded from ``repr``/``model_dump``, never read

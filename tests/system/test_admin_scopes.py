@@ -38,7 +38,7 @@ from nats.aio.client import Client as NatsClient
 from services.admin import store
 from services.admin.app import create_app
 from services.admin.routes import all_operations
-from services.admin.scopes import KEY_PATTERN, key_hash, new_key
+from services.admin.scopes import KEY_PATTERN, SCOPE_SENTENCES, admitted, key_hash, new_key
 from services.admin.syncs import TRIGGERS_STREAM
 from tests.infra import ServiceLauncher
 from tests.system.test_admin import (
@@ -202,7 +202,7 @@ EXAMPLES: dict[str, Callable[[World], Call]] = {
 
 # Lists: a customer key's answer is a 200 without customer B's rows (never a 404).
 LISTS = {"listAccounts", "getPortfolio"}
-# What a customer key of A may do with a body naming customer B: made for A, never for B.
+# Creations whose body names customer B: refused on customer_id, nothing made.
 OWN_CUSTOMER_ONLY = {"createNewAccountToken"}
 
 
@@ -229,6 +229,33 @@ def keyed_operations() -> list[Any]:
 def test_every_route_has_an_example() -> None:
     missing = {op.operation_id for op in keyed_operations()} - set(EXAMPLES)
     assert not missing, f"routes without an example in EXAMPLES: {sorted(missing)}"
+
+
+async def test_the_document_says_each_operations_scopes(client: TestClient) -> None:
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    ops = {op.operation_id: op for op in all_operations(_settings_for_table())}
+    seen = set()
+    for methods in doc["paths"].values():
+        for item in methods.values():
+            op = ops[item["operationId"]]
+            seen.add(op.operation_id)
+            assert item["x-scopes"] == ([] if op.public else admitted(op.scope)), op.operation_id
+            assert SCOPE_SENTENCES[op.scope] in item["description"], op.operation_id
+            if op.public:
+                assert item["security"] == []
+            elif op.scope == "connect":
+                assert item["security"] == [{"ConnectToken": []}]
+            else:
+                assert item["security"] == [{"ApiKey": admitted(op.scope)}], op.operation_id
+                responses = item["responses"]
+                assert {"401", "403", "429"} <= set(responses), op.operation_id
+                assert "Retry-After" in responses["429"]["headers"]
+    assert seen == set(ops)
+    write = doc["paths"]["/api/v1/accounts/{account_id}"]["patch"]
+    assert write["x-scopes"] == ["admin", "customer"]
+    assert "A read key is refused (403)" in write["description"]
+    assert doc["paths"]["/api/v1/audit"]["get"]["x-scopes"] == ["admin"]
+    assert doc["paths"]["/metrics"]["get"]["x-scopes"] == ["admin", "read"]
 
 
 # --- the snapshot of customer B -------------------------------------------------------------
@@ -316,8 +343,9 @@ async def test_another_customers_key_finds_nothing_and_changes_nothing(
             items = body.get("items", body.get("listings"))
             assert items == [], (op.operation_id, body)
         elif op.operation_id in OWN_CUSTOMER_ONLY:
-            assert status == 201, (op.operation_id, body)
-            assert body["customer_id"] == w.customer_a, body
+            # a body naming customer B: a 422 on customer_id (scopes.own_customer)
+            assert status == 422, (op.operation_id, body)
+            assert body["fields"][0]["type"] == "customer_mismatch", body
         else:
             assert status == 404, (op.operation_id, body)
             assert body["error"] == "not_found", (op.operation_id, body)
