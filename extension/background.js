@@ -40,7 +40,8 @@ function hostId(cookies) {
 
 function reasonOf(status, body) {
   const detail = body && typeof body.detail === "string" ? body.detail : "";
-  if (status === 401) return `the connect link is not valid any more (${detail}); ask for a new one`;
+  // The server's own words for a token it refuses: unknown, expired or revoked.
+  if (status === 401) return detail || "the connect link is not valid; ask for a new one";
   if (status === 422 && body && body.error === "credentials_rejected") {
     return `Airbnb did not accept this session (${detail}). Log in to Airbnb again and retry`;
   }
