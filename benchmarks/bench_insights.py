@@ -641,7 +641,8 @@ def cases(sizes: Sizes) -> list[Case]:
         (
             "portfolio_customer",
             customer,
-            f"one customer ({ACCOUNTS_PER_CUSTOMER * LISTINGS_PER_ACCOUNT} listings)",
+            f"one customer ({min(sizes.listings, ACCOUNTS_PER_CUSTOMER * LISTINGS_PER_ACCOUNT)}"
+            " listings)",
         ),
     ):
         pq = PortfolioQuery.model_validate({"end": last, **({"customer_id": cust} if cust else {})})
