@@ -155,9 +155,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"sync-airbnb keys {args.keys_command}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # One line whatever the driver's message holds (it never holds a key: only a key's
+        # hash is ever sent).
+        reason = " ".join(str(exc).split())
         print(
             f"sync-airbnb keys {args.keys_command}: PostgreSQL could not be reached or refused"
-            f" ({type(exc).__name__}: {exc})",
+            f" ({type(exc).__name__}: {reason})",
             file=sys.stderr,
         )
         return EXIT_REFUSED

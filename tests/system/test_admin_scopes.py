@@ -604,6 +604,9 @@ async def test_keys_create_list_revoke_as_processes(
     assert missing.returncode == 1 and "is in force" in missing.stderr
     unset = launcher.run(["keys", "list"], env={"DATABASE_URL": ""})
     assert unset.returncode == 2 and "DATABASE_URL" in unset.stderr
+    away = launcher.run(["keys", "list"], env={"DATABASE_URL": "postgresql://127.0.0.1:9/x"})
+    assert away.returncode == 1 and len(away.stderr.strip().splitlines()) == 1, away.stderr
+    assert away.stderr.startswith("sync-airbnb keys list: PostgreSQL could not be reached")
 
     # revoke: refused on the very next request
     gone = launcher.run(["keys", "revoke", name])
