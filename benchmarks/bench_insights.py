@@ -464,6 +464,13 @@ class Recorder:
         self.statements.append((sql, args))
         return await self._conn.fetchval(sql, *args)
 
+    def transaction(self, **options: Any) -> Any:
+        return self._conn.transaction(**options)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        # Session settings (SET LOCAL ...): run, not recorded, since EXPLAIN cannot take them.
+        return await self._conn.execute(sql, *args)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -649,8 +656,11 @@ def cases(sizes: Sizes) -> list[Case]:
         start = portfolio_start(last)
 
         async def portfolio_sql(conn: Any, pq: PortfolioQuery = pq, start: dt.date = start) -> Any:
-            await store.portfolio_listings(conn, pq.customer_id)
-            rows = await store.portfolio_days(conn, pq.customer_id, start, last, pq.as_of)
+            # In a transaction, as the answer's snapshot is: portfolio_days sets its plan
+            # mode with SET LOCAL.
+            async with conn.transaction(readonly=True):
+                await store.portfolio_listings(conn, pq.customer_id)
+                rows = await store.portfolio_days(conn, pq.customer_id, start, last, pq.as_of)
             return rows, []
 
         out.append(
