@@ -3,19 +3,26 @@
 :func:`commit_batch` applies a planned batch (services/writer/bookkeeping.py) in the
 order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
 
-1. the batch's jobs must exist and belong to the messages' accounts;
-2. the ledger: the chunks this transaction is first to commit;
-3. the metric rows of those chunks: one COPY per table straight into it when every
-   row is new, else COPY into a temp table and one upsert (row_codecs.CopyStrategy);
-4. lock the jobs (``FOR UPDATE``, in job_id order, so writers never deadlock on
-   them): the bookkeeping and completion checks of two writers must not
-   interleave, and the lock says which jobs are final already;
-5. counters of new chunks, listing results, job events, for jobs not final;
-6. the completion check of every job touched;
-7. rotated credentials, in message order, whatever the job's status (a sync that
+1. the batch's jobs must exist and belong to the messages' accounts, and the ledger
+   names the chunks this transaction is first to commit (one statement);
+2. the metric rows of those chunks: one COPY per table straight into it when every
+   row is new, else COPY into a temp table and one upsert (row_codecs.CopyStrategy).
+   A direct COPY that meets an existing row aborts the transaction, which is then
+   done again with that table merged;
+3. lock the jobs (``FOR UPDATE``, in job_id order, so writers never deadlock on
+   them) and add the new chunks' counts to those not final (one statement): the
+   bookkeeping and completion checks of two writers must not interleave, and the
+   lock says which jobs are final already;
+4. listing results, job events, for jobs not final;
+5. the completion check of every job touched, and the jobs as they are after it,
+   in one to three statements whatever the number of jobs;
+6. rotated credentials, in message order, whatever the job's status (a sync that
    rotated and then failed still saves them): each applies only while the account
    has the version its sync read (bookkeeping.rotation_outcome). Last, so the account row
    is locked after the jobs, as the job bookkeeping above locks it.
+
+The common batch (chunks of running jobs) is seven round trips: BEGIN, the ledger, a
+COPY per table, the lock, the tally, the settlement, COMMIT (benchmarks/bench_writer.py).
 
 A final job is never written again, so replaying a whole stream changes nothing:
 its chunks are in the ledger (no rows, no counters) and its results and events
@@ -135,17 +142,30 @@ async def _copy(
         raise RowEncodeError(f"{table}: {exc} ({row_codecs.find_type_error(table, rows)})") from exc
 
 
+class _DirectCopyConflict(Exception):
+    """A direct COPY met a row that exists already: the transaction is undone whole."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(table)
+        self.table = table
+
+
 async def _write_rows(
-    conn: Conn, table: str, rows: list[row_codecs.Row], strategy: row_codecs.CopyStrategy
+    conn: Conn,
+    table: str,
+    rows: list[row_codecs.Row],
+    strategy: row_codecs.CopyStrategy,
+    merge: set[str],
 ) -> int:
     """Rows written: straight COPY when they are all new, else a merge (row_codecs.CopyStrategy)."""
     spec = METRIC_TABLES[table]  # type: ignore[index]
-    if strategy.direct(table):
+    if table not in merge and strategy.direct(table):
+        # No savepoint around it (two round trips on every batch for a case that is
+        # rare): a conflict aborts the transaction and commit_batch does it again.
         try:
-            async with conn.transaction():  # a savepoint: a conflict undoes this COPY only
-                return _count(await _copy(conn, table, rows, into=spec.name, schema=SCHEMA))
-        except asyncpg.UniqueViolationError:
-            strategy.conflicted(table)
+            return _count(await _copy(conn, table, rows, into=spec.name, schema=SCHEMA))
+        except asyncpg.UniqueViolationError as exc:
+            raise _DirectCopyConflict(table) from exc
     await conn.execute(sql.CREATE_TEMP[table])
     await _copy(conn, table, rows, into=sql.temp_table_name(spec), schema=None)
     return _count(await conn.execute(sql.UPSERT[table]))
@@ -158,56 +178,72 @@ async def commit_batch(
 ) -> CommitResult:
     """Apply ``batch`` in one transaction; raise OrphanMessages before writing anything."""
     strategy = strategy or row_codecs.CopyStrategy()
+    merge: set[str] = set()
+    while True:
+        try:
+            return await _commit_once(conn, batch, strategy, merge)
+        except _DirectCopyConflict as exc:
+            # A same-day re-scrape: rolled back, nothing of it stays; again, with that
+            # table merged (each table conflicts at most once, so this ends).
+            strategy.conflicted(exc.table)
+            merge.add(exc.table)
+
+
+async def _commit_once(
+    conn: Conn,
+    batch: Sequence[Planned],
+    strategy: row_codecs.CopyStrategy,
+    merge: set[str],
+) -> CommitResult:
     result = CommitResult()
     job_ids = sorted({p.message.job_id for p in batch})
     async with conn.transaction():
-        known = await conn.fetch(sql.FIND_JOBS, job_ids)
-        bad = bookkeeping.orphans(batch, {r["job_id"]: JobRef(r["account_id"], "") for r in known})
-        if bad:
-            raise OrphanMessages(bad)
-
-        # The ledger decides which chunks are new; only their rows and counts are written.
+        # The jobs and the ledger in one round trip: the ledger decides which chunks are
+        # new; only their rows and counts are written.
         entries = bookkeeping.ledger_entries(batch)
-        new: set[bookkeeping.ChunkKey] = set()
-        if entries:
-            returned = await conn.fetch(
-                sql.INSERT_LEDGER,
-                [c[0] for c, _ in entries],
-                [c[1] for c, _ in entries],
-                [c[2] for c, _ in entries],
-                [c[3] for c, _ in entries],
-                [n for _, n in entries],
-            )
-            new = {
-                (r["job_id"], r["airbnb_listing_id"], r["table_name"], r["chunk_no"])
-                for r in returned
-            }
+        found = await conn.fetch(
+            sql.CLAIM_CHUNKS,
+            job_ids,
+            [c[0] for c, _ in entries],
+            [c[1] for c, _ in entries],
+            [c[2] for c, _ in entries],
+            [c[3] for c, _ in entries],
+            [n for _, n in entries],
+        )
+        known = {r["job_id"]: JobRef(r["account_id"], "") for r in found if r["table_name"] is None}
+        bad = bookkeeping.orphans(batch, known)
+        if bad:
+            raise OrphanMessages(bad)  # the rollback takes the ledger rows back
+        new: set[bookkeeping.ChunkKey] = {
+            (r["job_id"], r["airbnb_listing_id"], r["table_name"], r["chunk_no"])
+            for r in found
+            if r["table_name"] is not None
+        }
         result.new_chunks = len(new)
         for table, rows in bookkeeping.rows_to_write(batch, new).items():
             result.rows_copied += len(rows)
-            result.rows_written[table] = await _write_rows(conn, table, rows, strategy)
+            result.rows_written[table] = await _write_rows(conn, table, rows, strategy, merge)
 
         # Only now lock the jobs: the COPY above runs alongside other writers' batches of
         # the same job, and only the bookkeeping below is serialised per job. Under READ
         # COMMITTED every statement from here sees what the previous lock holder committed.
-        locked = await conn.fetch(sql.LOCK_JOBS, job_ids)
+        # The lock adds the new chunks' counts to the jobs not final (sql.LOCK_JOBS).
+        per_listing, per_job = bookkeeping.chunk_increments((c, n) for c, n in entries if c in new)
+        keys = sorted(per_listing)  # one row-lock order in every writer
+        jobs_added = sorted(per_job)
+        locked = await conn.fetch(
+            sql.LOCK_JOBS,
+            job_ids,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [per_listing[k][0] for k in keys],
+            [per_listing[k][1] for k in keys],
+            jobs_added,
+            [per_job[j] for j in jobs_added],
+            sorted(FINAL_STATUSES),
+        )
         jobs = {r["job_id"]: JobRef(r["account_id"], r["status"]) for r in locked}
         active = {job_id for job_id, ref in jobs.items() if ref.status not in FINAL_STATUSES}
-
-        per_listing, per_job = bookkeeping.chunk_increments(
-            (c, n) for c, n in entries if c in new and c[0] in active
-        )
-        if per_listing:
-            keys = sorted(per_listing)  # one row-lock order in every writer
-            await conn.execute(
-                sql.ADD_LISTING_CHUNKS,
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [per_listing[k][0] for k in keys],
-                [per_listing[k][1] for k in keys],
-            )
-            jobs_added = sorted(per_job)
-            await conn.execute(sql.ADD_JOB_ROWS, jobs_added, [per_job[j] for j in jobs_added])
 
         results = sorted(
             bookkeeping.merge_listing_results(
@@ -218,18 +254,15 @@ async def commit_batch(
             key=lambda r: (r.job_id, r.listing_id),
         )
         if results:
+            by_key = {(jobs[r.job_id].account_id, r.listing_id): r for r in results}
+            names = {k: by_key[k] for k in sorted(by_key)}
             await conn.execute(
-                sql.UPSERT_JOB_LISTINGS,
+                sql.UPSERT_LISTING_RESULTS,
                 [r.job_id for r in results],
                 [r.listing_id for r in results],
                 [r.status == "failed" for r in results],
                 [bookkeeping.chunks_expected(r) for r in results],
                 [r.error if r.status == "failed" else None for r in results],
-            )
-            by_key = {(jobs[r.job_id].account_id, r.listing_id): r for r in results}
-            names = {k: by_key[k] for k in sorted(by_key)}
-            await conn.execute(
-                sql.UPSERT_LISTINGS,
                 [k[0] for k in names],
                 [k[1] for k in names],
                 [r.internal_name for r in names.values()],
@@ -241,15 +274,11 @@ async def commit_batch(
                 await _apply_event(conn, p.message, jobs, result)
 
         unfinished = [j for j in job_ids if jobs[j].status not in FINAL_STATUSES]
-        await _complete(conn, unfinished, jobs, result)
+        changed = [j for j in job_ids if j in active]
+        await _complete(conn, unfinished, changed, jobs, result)
 
         for rotation in bookkeeping.rotations(batch):
             result.rotations.append(await _apply_rotation(conn, rotation))
-
-        changed = [j for j in job_ids if j in active]
-        if changed:
-            for r in await conn.fetch(sql.JOB_SNAPSHOTS, changed):
-                result.jobs[r["job_id"]] = JobUpdate(**r, final=r["status"] in FINAL_STATUSES)
     return result
 
 
@@ -327,38 +356,53 @@ async def _apply_rotation(conn: Conn, rotation: CredentialsRotated) -> Rotation:
 async def _complete(
     conn: Conn,
     job_ids: list[uuid.UUID],
+    changed: list[uuid.UUID],
     jobs: dict[uuid.UUID, JobRef],
     result: CommitResult,
 ) -> None:
-    """The completion check of docs/data-path.md (Writer 3) for jobs not final yet."""
-    if not job_ids:
+    """The completion check of docs/data-path.md (Writer 3) for jobs not final yet, then
+    every job of ``changed`` as it is after commit (result.jobs): at most three round
+    trips, whatever the number of jobs."""
+    if not changed:
         return
-    await conn.execute(sql.PROMOTE_LISTINGS, job_ids)
-    for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
-        job_id: uuid.UUID = r["job_id"]
-        shortfall: str | None = r["shortfall"]
-        tally = bookkeeping.ListingTally(
-            r["listings_total"],
-            r["known"],
-            r["committed"],
-            r["failed"],
-            truncated=shortfall is not None,
-        )
-        outcome = bookkeeping.job_outcome(tally)
+    tallies: list[tuple[uuid.UUID, bookkeeping.ListingTally, str | None]] = []
+    if job_ids:
+        for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
+            shortfall: str | None = r["shortfall"]
+            tally = bookkeeping.ListingTally(
+                r["listings_total"],
+                r["known"],
+                r["committed"],
+                r["failed"],
+                truncated=shortfall is not None,
+            )
+            tallies.append((r["job_id"], tally, shortfall))
+    outcomes = {job_id: bookkeeping.job_outcome(t) for job_id, t, _ in tallies}
+    with_failures = sorted(
+        job_id for job_id, t, _ in tallies if outcomes[job_id] is not None and t.failed
+    )
+    failed: dict[uuid.UUID, list[tuple[str, str | None]]] = {}
+    if with_failures:
+        for f in await conn.fetch(
+            sql.FAILED_LISTINGS, with_failures, bookkeeping.MAX_NAMED_FAILURES
+        ):
+            failed.setdefault(f["job_id"], []).append((f["airbnb_listing_id"], f["error"]))
+
+    settle: list[tuple[uuid.UUID, str | None, int, int, str | None]] = []
+    synced: set[str] = set()
+    for job_id, tally, shortfall in tallies:
+        outcome = outcomes[job_id]
         if outcome is None:
-            await conn.execute(sql.UPDATE_JOB_PROGRESS, job_id, tally.committed, tally.failed)
+            settle.append((job_id, None, tally.committed, tally.failed, None))
             continue
         failures: str | None = None
         if tally.failed:
-            failed = await conn.fetch(sql.FAILED_LISTINGS, job_id, bookkeeping.MAX_NAMED_FAILURES)
-            failures = bookkeeping.job_error(
-                [(f["airbnb_listing_id"], f["error"]) for f in failed], tally.failed, tally.known
-            )
+            failures = bookkeeping.job_error(failed.get(job_id, []), tally.failed, tally.known)
         error = bookkeeping.final_error(shortfall, failures)
-        await conn.execute(sql.FINISH_JOB, job_id, outcome, tally.committed, tally.failed, error)
+        settle.append((job_id, outcome, tally.committed, tally.failed, error))
         account_id = jobs[job_id].account_id
         if bookkeeping.advances_last_sync(outcome):
-            await conn.execute(sql.ADVANCE_LAST_SYNC, account_id)
+            synced.add(account_id)
         jobs[job_id] = JobRef(account_id, outcome)
         detail = error or f"{tally.committed} listings committed"
         counts = {
@@ -367,3 +411,15 @@ async def _complete(
             "listings_failed": tally.failed,
         }
         result.transitions.append(Transition(job_id, account_id, outcome, detail, counts))
+
+    for r in await conn.fetch(
+        sql.SETTLE_JOBS,
+        [s[0] for s in settle],
+        [s[1] for s in settle],
+        [s[2] for s in settle],
+        [s[3] for s in settle],
+        [s[4] for s in settle],
+        sorted(synced),
+        changed,
+    ):
+        result.jobs[r["job_id"]] = JobUpdate(**r, final=r["status"] in FINAL_STATUSES)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -26,7 +26,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from services.writer import bookkeeping, store
+from services.writer import bookkeeping, sql, store
 from shared import topology
 from shared.crypto import CredentialCipher
 from shared.messages import (
@@ -1052,3 +1052,80 @@ async def test_a_batch_whose_acks_fail_is_redelivered_and_the_writer_stays_up(
     assert "ended unexpectedly" not in writer.output()
     assert writer.terminate() == 0
     await topology.provision(js)  # the consumers' ack_wait back to the default
+
+
+async def committed_statements(
+    conn: asyncpg.Connection, messages: Sequence[Message]
+) -> tuple[store.CommitResult, list[str]]:
+    """store.commit_batch of ``messages`` and the statements it sent (asyncpg's query
+    logger sees each one, BEGIN and COMMIT too; not a COPY). The type lookups asyncpg
+    makes once per connection, the first time it meets a type, are left out."""
+    statements: list[str] = []
+    planned = [bookkeeping.plan_message(m) for m in messages]  # type: ignore[arg-type]
+    with conn.query_logger(lambda q: statements.append(q.query)):
+        result = await store.commit_batch(conn, planned)
+        await asyncio.sleep(0)  # the logger's callbacks run on the loop, soon after
+    writers = {v for v in vars(sql).values() if isinstance(v, str)}
+    writers |= {*sql.CREATE_TEMP.values(), *sql.UPSERT.values(), "BEGIN;", "COMMIT;"}
+    return result, [q for q in statements if q in writers]
+
+
+async def test_a_batch_takes_the_same_round_trips_for_one_job_or_many(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """store.commit_batch itself (issue 17): a batch of chunks of running jobs is BEGIN,
+    four statements, COMMIT and a COPY per table, for one job or five; finishing the five,
+    one of them partial, adds one statement (its failed listing), not one per job."""
+    conn = await asyncpg.connect(database_url)
+    await store.init_connection(conn)
+    try:
+        jobs = [await new_job(db) for _ in range(5)]
+        all_messages = [
+            sync_messages(a, j, failed_listing="L-b" if n == 0 else None)[0]
+            for n, (a, j) in enumerate(jobs)
+        ]
+        started = [m for ms in all_messages for m in ms if isinstance(m, JobEvent)]
+        await committed_statements(conn, started)
+
+        def chunks(ms: list[Message], table: str) -> list[Message]:
+            return [m for m in ms if isinstance(m, RowBatch) and m.table == table]
+
+        one, statements = await committed_statements(conn, chunks(all_messages[0], "chart_query"))
+        assert one.rows_written == {"chart_query": 5} and len(statements) == 6, statements
+        five, statements = await committed_statements(
+            conn, [m for ms in all_messages[1:] for m in chunks(ms, "chart_query")]
+        )
+        assert five.rows_written == {"chart_query": 40} and len(statements) == 6, statements
+        assert {u.status for u in five.jobs.values()} == {"running"} and len(five.jobs) == 4
+
+        rest = [
+            m
+            for ms in all_messages
+            for m in ms
+            if not isinstance(m, JobEvent)
+            and not (isinstance(m, RowBatch) and m.table == "chart_query")
+        ]
+        done, statements = await committed_statements(conn, rest)
+        # BEGIN, ledger, lock, results, tally, failed listings, settle, COMMIT; 2 COPYs
+        assert len(statements) == 8, statements
+        assert len(done.rows_written) == 2
+        final = {j: done.jobs[j].status for _, j in jobs}
+        assert final == {j: "partial" if n == 0 else "succeeded" for n, (_, j) in enumerate(jobs)}
+        partial = await job_row(db, jobs[0][1])
+        assert partial["listings_succeeded"] == 1 and partial["listings_failed"] == 1
+        assert partial["error"] == "1 of 2 listings failed: L-b (malformed ChartQuery response)"
+        assert done.jobs[jobs[0][1]].error == partial["error"]
+        for account_id, job_id in jobs[1:]:
+            row = await job_row(db, job_id)
+            assert (row["listings_succeeded"], row["listings_failed"], row["error"]) == (2, 0, None)
+            assert row["rows_written"] == 20 and done.jobs[job_id].rows_written == 20
+            synced = await db.fetchval(
+                "SELECT last_sync_at FROM airbnb.accounts WHERE account_id = $1", account_id
+            )
+            assert synced is not None
+
+        # The whole lot again (a redelivery): the ledger holds every chunk, nothing moves.
+        again, _ = await committed_statements(conn, [m for ms in all_messages for m in ms])
+        assert again.rows_copied == 0 and again.transitions == [] and again.jobs == {}
+    finally:
+        await conn.close()
