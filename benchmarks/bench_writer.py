@@ -1,6 +1,7 @@
 """Writer upsert throughput against a multi-row INSERT and against a bare COPY.
 
-Run ``python -m benchmarks.bench_writer [--sizes 1000,10000,100000] [--repeat N]``.
+Run ``python -m benchmarks.bench_writer [--sizes 1000,10000,100000] [--repeat N]
+[--cases empty,update,daily] [--history-days 90]``.
 For each table (chart_query, list_of_metrics), batch size and case it prints one JSON
 line, all measured in the same run on the same rows:
 
@@ -22,14 +23,24 @@ line, all measured in the same run on the same rows:
   writer's (``ratio_writer_over_bound``); ``target_within_bound`` says whether the bound
   itself meets both targets (where it does not, no writer of these rows can).
 
-Cases: ``empty`` (the table is truncated before each timed write: a new scrape day)
-and ``update`` (the table holds the same keys with other values before each timed
-write: a re-scrape of the same day; every row really changes). The writer's
+Cases: ``empty`` (the table is truncated before each timed write: a first scrape),
+``update`` (the table holds the same keys with other values before each timed
+write: a re-scrape of the same day; every row really changes) and ``daily`` (the
+table holds ``--history-days`` earlier scrape days of the same listings, each day's
+dates shifted by one as a real scrape window moves, loaded once in SQL with
+``generate_series``; before each timed write the new day's rows are deleted and the
+table vacuumed: the daily incremental sync). The bound of ``daily`` is the COPY into
+that table. The writer's
 ``CopyStrategy`` is kept across the repeats as a writer process keeps it, so
 ``update`` is its steady state (the merge); the first update of a fresh strategy
 (a failed direct COPY, then the merge) is reported as ``first_update_rows_per_s``.
 
-Targets: ``writer`` at least 5x (a) and within 2x of (b). Each timed write starts
+Targets (issue 17): the writer within 1.25x of PostgreSQL's own bound
+(``ratio_writer_over_bound``), and at least 5x (a) wherever the bound itself is 5x (a)
+or more (``target_vs_orm``: "n/a" where it is not). ``writer_round_trips`` counts the
+writer's round trips to PostgreSQL per batch (each statement, BEGIN and COMMIT included,
+plus one per COPY), and ``writer_ms`` / ``bound_ms`` give the best round's time per
+batch: for small batches their difference is mostly those round trips. Each timed write starts
 from the same state (truncate or re-seed, then VACUUM ANALYZE, none of it timed). The
 four are timed in ``--repeat`` interleaved rounds (writer, (a), (b), bound, writer, ...);
 rates are the best round's, ratios the median over rounds of the ratio within a round,
@@ -65,8 +76,10 @@ CHUNK_ROWS = 1_000
 ACCOUNT_ID = "424242"
 SCRAPE_DAY = dt.date(2025, 7, 11)
 BASE_DAY = dt.date(2020, 1, 5)
-TARGET_VS_INSERT = 5.0  # writer rows/s >= 5x the ORM-style INSERT
-TARGET_VS_FLOOR = 2.0  # COPY-floor rows/s <= 2x the writer
+TARGET_VS_INSERT = 5.0  # writer rows/s >= 5x the ORM-style INSERT (where the bound is)
+TARGET_VS_BOUND = 1.25  # writer time <= 1.25x PostgreSQL's own bound
+HISTORY_DAYS = 90
+CASES = ("empty", "update", "daily")
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -162,10 +175,19 @@ class Bench:
     starting state, timed in interleaved rounds so that a slow moment of a shared host
     falls on one round of all four, not on one of them."""
 
-    def __init__(self, conn: asyncpg.Connection, spec: MetricTable, case: str, n: int) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        spec: MetricTable,
+        case: str,
+        n: int,
+        history_days: int = HISTORY_DAYS,
+    ) -> None:
         self.conn = conn
         self.spec = spec
         self.case = case
+        self.history_days = history_days
+        self.round_trips: list[int] = []
         self.seed = make_rows(spec, n, 0) if case == "update" else None
         self.rows = make_rows(spec, n, 1 if case == "update" else 0)
         self.strategy = row_codecs.CopyStrategy()
@@ -175,6 +197,42 @@ class Bench:
         await self.conn.execute(
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {self.floor_table} "
             f"(LIKE {self.spec.qualified_name})"
+        )
+        if self.case == "daily":
+            await self.load_history()
+
+    async def load_history(self) -> None:
+        """``history_days`` earlier scrapes of the same listings, in SQL: the new day's
+        rows, each day back with its scrape time and its dates one day earlier."""
+        spec = self.spec
+        await self.conn.execute(f"TRUNCATE {spec.qualified_name}")
+        await self.conn.execute(f"TRUNCATE {self.floor_table}")
+        await self.conn.copy_records_to_table(
+            self.floor_table, records=self.rows, columns=spec.column_names
+        )
+        shifted = []
+        for c in spec.columns:
+            q = quote(c.name)
+            if c.name == "time":
+                shifted.append(f"{q} - k * interval '1 day'")
+            elif c.sql_type == "date":
+                shifted.append(f"{q} - k")
+            else:
+                shifted.append(q)
+        started = time.perf_counter()
+        await self.conn.execute(
+            f"INSERT INTO {spec.qualified_name} "
+            f"({', '.join(quote(c) for c in spec.column_names)}) "
+            f"SELECT {', '.join(shifted)} FROM generate_series($1::int, 1, -1) AS k "
+            f"CROSS JOIN {self.floor_table}",
+            self.history_days,
+        )
+        await self.conn.execute(f"TRUNCATE {self.floor_table}")
+        await self.conn.execute(f"VACUUM ANALYZE {spec.qualified_name}")
+        note(
+            f"writer: {spec.name} history of {self.history_days} days "
+            f"({self.history_days * len(self.rows):,} rows) loaded in "
+            f"{time.perf_counter() - started:.1f}s"
         )
 
     async def new_job(self) -> uuid.UUID:
@@ -209,8 +267,16 @@ class Bench:
         return batch
 
     async def reset(self) -> None:
-        """The table as the case starts: empty, or holding the seed (the same keys)."""
+        """The table as the case starts: empty, holding the seed (the same keys), or
+        holding the history without the new day."""
         spec = self.spec
+        if self.case == "daily":
+            await self.conn.execute(
+                f"DELETE FROM {spec.qualified_name} WHERE time = $1", scrape_time(SCRAPE_DAY)
+            )
+            # INDEX_CLEANUP ON: a few dead rows would otherwise stay in the key.
+            await self.conn.execute(f"VACUUM (INDEX_CLEANUP ON, ANALYZE) {spec.qualified_name}")
+            return
         await self.conn.execute(f"TRUNCATE {spec.qualified_name}")
         if self.seed is not None:
             await self.conn.copy_records_to_table(
@@ -222,10 +288,15 @@ class Bench:
         await self.reset()
         job_id = await self.new_job()
         batch = self.planned(job_id)
-        started = time.perf_counter()
-        result = await store.commit_batch(self.conn, batch, self.strategy)
-        elapsed = time.perf_counter() - started
+        statements: list[str] = []
+        with self.conn.query_logger(lambda q: statements.append(q.query)):
+            started = time.perf_counter()
+            result = await store.commit_batch(self.conn, batch, self.strategy)
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(0)  # the logger's callbacks run on the loop, soon after
         assert result.rows_copied == len(self.rows), result
+        # asyncpg's query logger sees every statement (BEGIN and COMMIT too), not a COPY.
+        self.round_trips.append(len(statements) + len(result.rows_written))
         return elapsed
 
     async def orm_insert(self) -> tuple[float, float]:
@@ -255,7 +326,7 @@ class Bench:
         (no data shipped, no lookup)."""
         await self.reset()
         started = time.perf_counter()
-        if self.seed is None:
+        if self.seed is None:  # empty and daily: COPY into the table as it is
             await self.conn.copy_records_to_table(
                 self.spec.name,
                 schema_name="airbnb",
@@ -283,16 +354,23 @@ def median_ratio(a: list[float], b: list[float]) -> float:
 
 
 async def measure(
-    conn: asyncpg.Connection, db: Database, table: str, n: int, case: str, repeat: int
+    conn: asyncpg.Connection,
+    db: Database,
+    table: str,
+    n: int,
+    case: str,
+    repeat: int,
+    history_days: int = HISTORY_DAYS,
 ) -> dict[str, Any]:
     spec = METRIC_TABLES[table]  # type: ignore[index]
-    bench = Bench(conn, spec, case, n)
+    bench = Bench(conn, spec, case, n, history_days)
     await bench.setup()
 
     first_update_s = None
     if case == "update":
         # A fresh strategy: the direct COPY fails on the first existing row, then merges.
         first_update_s = await bench.writer()
+        bench.round_trips.clear()
 
     r = Rounds()
     for _ in range(repeat):
@@ -305,8 +383,10 @@ async def measure(
 
     vs_insert = median_ratio(r.orm, r.writer)
     vs_floor = median_ratio(r.writer, r.floor)
+    vs_bound = median_ratio(r.writer, r.bound)
     bound_vs_insert = median_ratio(r.orm, r.bound)
     bound_vs_floor = median_ratio(r.bound, r.floor)
+    orm_target_applies = bound_vs_insert >= TARGET_VS_INSERT
     line: dict[str, Any] = {
         "benchmark": "writer_upsert",
         "table": table,
@@ -316,19 +396,23 @@ async def measure(
         "orm_insert_rows_per_s": round(n / min(r.orm)),
         "orm_insert_statement_only_rows_per_s": round(n / min(r.orm_statement)),
         "copy_floor_rows_per_s": round(n / min(r.floor)),
-        "postgres_bound": "copy_into_table" if case == "empty" else "in_place_update",
+        "postgres_bound": "in_place_update" if case == "update" else "copy_into_table",
         "postgres_bound_rows_per_s": round(n / min(r.bound)),
         "ratio_vs_orm_insert": round(vs_insert, 2),
         "ratio_vs_orm_insert_statement_only": round(median_ratio(r.orm_statement, r.writer), 2),
         "ratio_floor_over_writer": round(vs_floor, 2),
         "ratio_bound_vs_orm_insert": round(bound_vs_insert, 2),
         "ratio_bound_over_floor": round(bound_vs_floor, 2),
-        "ratio_writer_over_bound": round(median_ratio(r.writer, r.bound), 2),
-        "target": f">= {TARGET_VS_INSERT}x orm_insert, <= {TARGET_VS_FLOOR}x floor",
-        "ok": vs_insert >= TARGET_VS_INSERT and vs_floor <= TARGET_VS_FLOOR,
-        # Whether PostgreSQL's own bound meets the targets: where it does not, no writer can.
-        "target_within_bound": bound_vs_insert >= TARGET_VS_INSERT
-        and bound_vs_floor <= TARGET_VS_FLOOR,
+        "ratio_writer_over_bound": round(vs_bound, 2),
+        "writer_ms": round(min(r.writer) * 1000, 2),
+        "bound_ms": round(min(r.bound) * 1000, 2),
+        # the fewest: the first batch of a connection also looks its types up, once
+        "writer_round_trips": min(bench.round_trips),
+        "target_vs_bound": f"<= {TARGET_VS_BOUND}x postgres_bound",
+        "target_vs_bound_met": vs_bound <= TARGET_VS_BOUND,
+        # Only where PostgreSQL's own bound is 5x the ORM insert: elsewhere no writer can be.
+        "target_vs_orm": f">= {TARGET_VS_INSERT}x orm_insert" if orm_target_applies else "n/a",
+        "target_vs_orm_met": (vs_insert >= TARGET_VS_INSERT) if orm_target_applies else None,
     }
     if first_update_s is not None:
         line["first_update_rows_per_s"] = round(n / first_update_s)
@@ -338,7 +422,13 @@ async def measure(
     return line
 
 
-async def run(db: Database, sizes: list[int], repeat: int) -> list[dict[str, Any]]:
+async def run(
+    db: Database,
+    sizes: list[int],
+    repeat: int,
+    cases: tuple[str, ...] = CASES,
+    history_days: int = HISTORY_DAYS,
+) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(db.url)
     await store.init_connection(conn)
     lines: list[dict[str, Any]] = []
@@ -350,9 +440,9 @@ async def run(db: Database, sizes: list[int], repeat: int) -> list[dict[str, Any
         )
         for table in TABLES:
             for n in sizes:
-                for case in ("empty", "update"):
+                for case in cases:
                     note(f"writer: {table} {n} rows, {case}")
-                    line = await measure(conn, db, table, n, case, repeat)
+                    line = await measure(conn, db, table, n, case, repeat, history_days)
                     emit(line)
                     lines.append(line)
     finally:
@@ -366,10 +456,17 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="1000,10000,100000", help="batch sizes in rows (1000,10000,100000)"
     )
     parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds per figure (5)")
+    parser.add_argument("--cases", default=",".join(CASES), help="empty,update,daily")
+    parser.add_argument(
+        "--history-days", type=int, default=HISTORY_DAYS, help="scrape days before daily (90)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    cases = tuple(args.cases.split(","))
+    if not set(cases) <= set(CASES):
+        parser.error(f"--cases: one or more of {','.join(CASES)}")
     with tempfile.TemporaryDirectory(prefix="bench-writer-") as tmp, database(Path(tmp)) as db:
-        lines = asyncio.run(run(db, sizes, args.repeat))
+        lines = asyncio.run(run(db, sizes, args.repeat, cases, args.history_days))
     return 0 if lines else 1
 
 
