@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -57,32 +57,41 @@ async def _insert_chunk(
     return [p for p in chunk if p.job_id in created_ids], existing
 
 
+async def _each(chunks: Iterable[Sequence[JobPlan]]) -> AsyncIterator[Sequence[JobPlan]]:
+    for chunk in chunks:
+        yield chunk
+
+
 async def emit_jobs(
     pool: asyncpg.Pool,
     nc: NatsClient,
-    chunks: Iterable[Sequence[JobPlan]],
+    chunks: AsyncIterator[Sequence[JobPlan]],
     *,
     publish_timeout_s: float,
 ) -> FanOutReport:
     """Create the planned jobs that do not exist yet and publish what is still queued.
 
-    Per chunk (in dedup-key order, one chunk after the other): one INSERT; the keys
-    someone else created (another scheduler, an earlier run) are read back and
+    Per chunk (each in dedup-key order, one chunk after the other): one INSERT; the
+    keys someone else created (another scheduler, an earlier run) are read back and
     re-published if still queued, which JetStream drops if it already has them.
     PostgreSQL's work and ours overlap: while a chunk is inserted, the next one is
-    planned (``chunks`` may be a generator that plans it) and the previous one's
-    requests are published. Sequential, the inserts alone were a third of a
-    100,000-account run's wall time (benchmarks/bench_scheduler.py).
+    read and planned (``chunks`` may read pages of accounts and plan them) and the
+    previous one's requests are published. Sequential, the inserts alone were a third
+    of a 100,000-account run's wall time (benchmarks/bench_scheduler.py).
+
+    Memory is bounded whatever the number of accounts: one chunk being inserted, one
+    being planned, and at most the publisher's ``max_in_flight`` requests awaiting
+    their ack (``submit`` waits for room).
     """
     report = FanOutReport()
-    pending = iter(chunks)
-    first = next(pending, None)
+    pending = chunks
+    first = await anext(pending, None)
     async with RequestPublisher(nc, timeout_s=publish_timeout_s) as publisher:
         inserting = asyncio.create_task(_insert_chunk(pool, first)) if first else None
         try:
             while inserting is not None:
                 await asyncio.sleep(0)  # the INSERT on its way before we plan the next chunk
-                upcoming = next(pending, None)
+                upcoming = await anext(pending, None)
                 created, existing = await inserting
                 inserting = asyncio.create_task(_insert_chunk(pool, upcoming)) if upcoming else None
                 log_jobs_queued(created)
@@ -129,10 +138,42 @@ async def _fan_out(
         for chunk in chunked(ordered, settings.scheduler_chunk_size)
     )
     report = await emit_jobs(
-        pool, nc, chunks, publish_timeout_s=settings.scheduler_publish_timeout_s
+        pool, nc, _each(chunks), publish_timeout_s=settings.scheduler_publish_timeout_s
     )
     report.planned = len(ordered)
     return report
+
+
+async def _planned_pages(
+    pool: asyncpg.Pool,
+    settings: SchedulerSettings,
+    report: FanOutReport,
+    *,
+    today: dt.date,
+    trigger: SyncTriggerSource,
+) -> AsyncIterator[Sequence[JobPlan]]:
+    """The schedulable accounts a page at a time (keyset on ``account_id``), each page
+    planned as it arrives: a million accounts are never all in memory.
+
+    Each page's plans are in dedup-key order (``plan_jobs``): every INSERT takes its
+    rows' locks in the one order, which is what keeps two schedulers from deadlocking;
+    the pages need not follow each other in that order.
+    """
+    windows = Windows.for_day(today, settings.window_settings())
+    now = dt.datetime.now(dt.UTC)
+    after = ""
+    while True:
+        async with pool.acquire() as conn:
+            page = await store.schedulable_accounts_page(
+                conn, after=after, limit=settings.scheduler_chunk_size
+            )
+        if not page:
+            return
+        report.planned += len(page)
+        yield plan_jobs(page, trigger=trigger, scrape_day=today, windows=windows, now=now)
+        if len(page) < settings.scheduler_chunk_size:
+            return
+        after = page[-1].account_id
 
 
 async def run_daily(
@@ -160,9 +201,12 @@ async def run_daily(
                 extra={"scrape_day": today.isoformat(), "attempt": run.attempts},
             )
     await end_unschedulable_queued(pool)
-    async with pool.acquire() as conn:
-        accounts = await store.schedulable_accounts(conn)
-    report = await _fan_out(pool, nc, settings, accounts, today=today, trigger="schedule")
+    planned = FanOutReport()
+    pages = _planned_pages(pool, settings, planned, today=today, trigger="schedule")
+    report = await emit_jobs(
+        pool, nc, pages, publish_timeout_s=settings.scheduler_publish_timeout_s
+    )
+    report.planned = planned.planned
     if not report.publish.failed:
         async with pool.acquire() as conn:
             await store.finish_daily_run(

@@ -1,8 +1,8 @@
 """The scheduler's SQL: reading accounts and jobs, creating jobs set-based.
 
-Every query here is one round trip, whatever the number of accounts: the daily
-fan-out reads all schedulable accounts with one SELECT and creates their jobs with
-one ``INSERT ... SELECT FROM unnest(...)`` per chunk.
+Every query here is one round trip, whatever the number of rows: the daily fan-out
+reads the schedulable accounts a keyset page at a time and creates each page's jobs
+with one ``INSERT ... SELECT FROM unnest(...)``.
 """
 
 from __future__ import annotations
@@ -80,11 +80,18 @@ def _job_plan(row: asyncpg.Record) -> JobPlan:
     return plan_from_existing(_job(row), row["account_id"], creds)
 
 
-async def schedulable_accounts(conn: Conn) -> list[Account]:
-    """Every account the daily run syncs."""
+async def schedulable_accounts_page(conn: Conn, *, after: str, limit: int) -> list[Account]:
+    """The next ``limit`` accounts the daily run syncs, after ``after`` ('' to begin).
+
+    A keyset page, read by the partial index accounts_schedulable_idx: each page is one
+    short statement (no cursor holding a snapshot or a connection for the whole run),
+    and the last page costs what the first does. Every string sorts after ''.
+    """
     rows = await conn.fetch(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM airbnb.accounts a WHERE {SCHEDULABLE}"
-        " ORDER BY a.account_id"
+        f"SELECT {_ACCOUNT_COLUMNS} FROM airbnb.accounts a"
+        f" WHERE {SCHEDULABLE} AND a.account_id > $1 ORDER BY a.account_id LIMIT $2",
+        after,
+        limit,
     )
     return [_account(r) for r in rows]
 
