@@ -12,13 +12,22 @@ KIB = 1024
 # 1 MiB max_payload. A server with a smaller limit gets smaller chunks (``chunk_limit``),
 # whose dead letters keep them by reference when they no longer fit inline.
 CHUNK_MAX_BYTES_CAP = 720 * KIB
+# bench_fleet: 1,000 paced accounts (2 s) in one fetcher under 300 MiB and half a core.
+DEFAULT_CONCURRENCY = 1000
+MAX_CONCURRENCY = 20_000
 
 
 class FetcherSettings(NatsSettings, SecretSettings, AirbnbSettings, HttpListenerSettings):
-    # Account syncs one process runs at once; it pulls only as many requests as it has
-    # free slots, so replicas share the queue instead of hoarding it.
+    # Account syncs one process holds at once; it pulls only as many requests as it has
+    # free slots, so replicas share the queue instead of hoarding it. A paced sync is
+    # nearly all waiting (one request per AIRBNB_MIN_INTERVAL_S), so this is a memory
+    # budget, not a CPU one: each sync in flight holds its curl session and the rows of
+    # the listing it is fetching (benchmarks/bench_fleet.py measures both per account).
     fetcher_concurrency: int = Field(
-        default=8, ge=1, le=1000, validation_alias="FETCHER_CONCURRENCY"
+        default=DEFAULT_CONCURRENCY,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        validation_alias="FETCHER_CONCURRENCY",
     )
     # Upper bound of one encoded RowBatch. NATS refuses messages over max_payload (1 MiB by
     # default); the smaller of this and the server's limit (minus header room) is used.

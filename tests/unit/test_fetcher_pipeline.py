@@ -364,7 +364,7 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
     monkeypatch.setenv("SECRET_KEYS", Fernet.generate_key().decode())
     s = FetcherSettings()
-    assert s.fetcher_concurrency == 8
+    assert s.fetcher_concurrency == 1000
     assert s.fetcher_chunk_max_bytes == 512 * 1024
     assert s.fetcher_heartbeat_s < 60
     monkeypatch.setenv("FETCHER_RETRY_BASE_S", "10")
