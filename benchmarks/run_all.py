@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "end_to_end": [],
     "admin": [],
     "insights": [],
+    "storage": [],
     "fleet": [],
 }
 QUICK: dict[str, list[str]] = {
@@ -41,6 +42,7 @@ QUICK: dict[str, list[str]] = {
     "end_to_end": ["--accounts", "4", "--listings", "2", "--skip-paced"],
     "admin": ["--duration", "3"],
     "insights": ["--listings", "20", "--days", "60", "--runs", "5"],
+    "storage": ["--listings", "10", "--days", "30"],
     "fleet": ["--accounts", "20", "--listings", "1", "--interval", "0.2", "--simulators", "2"],
 }
 
