@@ -53,6 +53,9 @@ async def load_accounts(url: str, n: int) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
+            "TRUNCATE airbnb.accounts, airbnb.sync_jobs, airbnb.scheduler_runs CASCADE"
+        )
+        await conn.execute(
             """
             INSERT INTO airbnb.accounts (account_id, credentials_encrypted, x_client_version,
                                          user_agent, last_sync_at)
@@ -121,7 +124,7 @@ async def floor_read_ids_s(pool: Any, page: int) -> tuple[float, int]:
     return time.perf_counter() - started, seen
 
 
-async def run(db_url: str, nats_url: str, n: int, repeat: int) -> dict[str, Any]:
+async def run(db_url: str, nats_url: str, n: int, repeat: int, base_day: dt.date) -> dict[str, Any]:
     import nats
 
     from services.scheduler import fanout as scheduler_fanout
@@ -138,7 +141,6 @@ async def run(db_url: str, nats_url: str, n: int, repeat: int) -> dict[str, Any]
     await topology.provision(js)
     stream = topology.SYNC_REQUESTS_STREAM.name
     assert stream is not None
-    base_day = dt.date(2025, 7, 11)
     times: list[float] = []
     publish_floors: list[float] = []
     read_floors: list[float] = []
@@ -218,25 +220,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from shared.logs import setup_logging
 
-    for n in (int(x) for x in args.accounts.split(",") if x):
-        with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
-            workdir = Path(tmp)
-            with database(workdir) as db, nats_server(workdir) as nats_url:
+    # One server pair for every size (an embedded PostgreSQL started twice in one
+    # process does not come up again); each size begins from empty tables.
+    with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
+        workdir = Path(tmp)
+        with database(workdir) as db, nats_server(workdir) as nats_url:
+            sizes = [int(x) for x in args.accounts.split(",") if x]
+            for k, n in enumerate(sizes):
+                # Scrape days of their own: JetStream's duplicate window outlives a purge.
+                base_day = dt.date(2025, 7, 11) + dt.timedelta(days=100 * k)
                 note(f"scheduler: inserting {n} accounts")
                 asyncio.run(load_accounts(db.url, n))
-                log_path = workdir / "scheduler.log"
+                log_path = workdir / f"scheduler-{n}.log"
                 # The service's logging (JSON lines on stderr), written to a file as a
                 # container runtime would collect it.
                 with log_path.open("w") as log_file, contextlib.redirect_stderr(log_file):
                     setup_logging("scheduler", "INFO")
                     try:
-                        line = asyncio.run(run(db.url, nats_url, n, args.repeat))
+                        line = asyncio.run(run(db.url, nats_url, n, args.repeat, base_day))
                     finally:
                         logging.getLogger().handlers.clear()
                 with log_path.open() as lines:
                     line["log_lines_per_run"] = sum(1 for _ in lines) // max(1, args.repeat)
                 line.update(postgres=db.server_version, embedded_postgres=db.embedded)
-            emit(line)
+                emit(line)
     sys.stderr.flush()
     return 0
 
