@@ -356,8 +356,10 @@ def figures(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
             "simulator_cores": r["simulator_cores"],
             "busiest_under": SIMULATOR_BUSY,
             "fetcher_mean_latency_ms": r["fetcher_mean_latency_ms"],
-            "not_the_bottleneck": max(r["simulator_cores"]) < SIMULATOR_BUSY
-            and all(ms < args.latency_ms * 1.5 + 10 for ms in graphql_latency),
+            # The pool's CPU decides: the fetcher's latency also holds its own event
+            # loop's lag (a saturated fetcher sees slow answers from an idle pool).
+            "not_the_bottleneck": max(r["simulator_cores"]) < SIMULATOR_BUSY,
+            "fetcher_latency_within_2x": all(ms < args.latency_ms * 2 for ms in graphql_latency),
         },
         "targets": {
             "wall_vs_floor": f"<= {TARGET_FLOOR_RATIO}x",
