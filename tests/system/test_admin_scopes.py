@@ -26,7 +26,7 @@ import re
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +36,11 @@ from aiohttp.test_utils import TestClient
 from nats.aio.client import Client as NatsClient
 
 from services.admin import store
-from services.admin.app import create_app
 from services.admin.routes import all_operations
 from services.admin.scopes import KEY_PATTERN, SCOPE_SENTENCES, admitted, key_hash, new_key
 from services.admin.syncs import TRIGGERS_STREAM
 from tests.infra import ServiceLauncher
+from tests.system import test_admin
 from tests.system.test_admin import (
     KEY,
     ClientFactory,
@@ -301,14 +301,8 @@ async def call(client: TestClient, c: Call, headers: dict[str, str]) -> tuple[in
     return resp.status, body
 
 
-@pytest.fixture
-async def make_client(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], base_env: dict[str, str]
-) -> ClientFactory:
-    async def make(**extra: str) -> TestClient:
-        return await aiohttp_client(create_app(admin_settings(base_env, **extra)))
-
-    return make
+# The admin tests' client factory: an in-process admin on the session's database.
+make_client = test_admin.make_client
 
 
 @pytest.fixture

@@ -12,31 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from services.admin.app import create_app
-from services.admin.settings import AdminSettings
+from tests.system import test_admin
+from tests.system.test_admin import ClientFactory
 
 KEY = {"X-API-Key": "test-key-1"}
 D = dt.date
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-async def make_client(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], base_env: dict[str, str]
-) -> ClientFactory:
-    async def make(**extra: str) -> TestClient:
-        settings = AdminSettings(**{**base_env, **extra})  # type: ignore[arg-type]
-        return await aiohttp_client(create_app(settings))
-
-    return make
+# The admin tests' client factory: an in-process admin on the session's database.
+make_client = test_admin.make_client
 
 
 @pytest.fixture
