@@ -13,12 +13,14 @@ injection) and NUL (which PostgreSQL text refuses) are rejected at the edge.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -364,12 +366,38 @@ class JobPage(Out):
 # --- export -------------------------------------------------------------------------------
 
 
+# pydantic reads a number given for a date or a time, even as text ("0", "86400"), as a Unix
+# timestamp, so ?as_of=0 was 1970-01-01. A query's dates are ISO dates only (the document's
+# format: date), its times never a bare number (format: date-time).
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+
+
+def _iso_date(value: object) -> object:
+    if isinstance(value, (int, float)) or (
+        isinstance(value, str) and not _ISO_DATE.fullmatch(value)
+    ):
+        raise PydanticCustomError("date_parsing", "Input should be a date, YYYY-MM-DD")
+    return value
+
+
+def _not_a_timestamp(value: object) -> object:
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise PydanticCustomError(
+            "datetime_parsing", "Input should be a time in RFC 3339, not a number"
+        )
+    return value
+
+
+QueryDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+
+
 class ExportQuery(Query):
     """An inclusive date range of one table; chart_query filters on metric_date, the others
     on window_start. The span limit is EXPORT_MAX_DAYS, checked by the handler."""
 
-    start_date: dt.date
-    end_date: dt.date
+    start_date: QueryDate
+    end_date: QueryDate
     format: Literal["csv", "json"] = "csv"
     table: TableName = "chart_query"
 
@@ -404,7 +432,7 @@ MAX_FORWARD_DAYS = 366
 # outside Python's dates (0001..9999), which would be a 500.
 FIRST_DATE = dt.date(1970, 1, 1)
 LAST_DATE = dt.date(2999, 12, 31)
-ReadDate = Annotated[dt.date, Field(ge=FIRST_DATE, le=LAST_DATE)]
+ReadDate = Annotated[dt.date, Field(ge=FIRST_DATE, le=LAST_DATE), BeforeValidator(_iso_date)]
 
 AGGREGATION_DOC = (
     "Each date's value is the latest scrape on or before `as_of` (no `as_of`: the latest). "
@@ -642,7 +670,12 @@ class AuditQuery(Query):
     offset: Offset = 0
     account_id: AccountId | None = Field(default=None, description="only this account's entries")
     action: AuditAction | None = Field(default=None, description="only entries of this action")
-    since: Annotated[AwareDatetime, Field(ge=FIRST_TIME, lt=LAST_TIME)] | None = Field(
+    since: (
+        Annotated[
+            AwareDatetime, Field(ge=FIRST_TIME, lt=LAST_TIME), BeforeValidator(_not_a_timestamp)
+        ]
+        | None
+    ) = Field(
         default=None,
         description="only entries at or after this time (RFC 3339 with an offset, "
         "1970-01-01T00:00:00Z .. 2999-12-31T23:59:59Z)",

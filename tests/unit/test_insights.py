@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from services.admin import insights
 from services.admin.insights import DayRow, ListingInfo, Period, WindowRow
-from services.admin.models import ForwardQuery, InsightsQuery, PortfolioQuery
+from services.admin.models import ExportQuery, ForwardQuery, InsightsQuery, PortfolioQuery
 
 D = dt.date
 
@@ -411,6 +411,25 @@ def test_forward_and_portfolio_queries_name_the_bad_fields() -> None:
         with pytest.raises(ValidationError) as exc:
             PortfolioQuery.model_validate({"drop_threshold": bad})
         assert fields_of(exc) == {"drop_threshold"}
+
+
+def test_query_dates_are_iso_dates_never_a_number() -> None:
+    # pydantic alone reads "0" or "86400" as a Unix timestamp (1970-01-01, 1970-01-02):
+    # schemathesis found GET /portfolio?as_of=0.0 answered 200.
+    for bad in ("0", "0.0", "86400", "+0", "2025-01-01T00:00:00Z"):
+        with pytest.raises(ValidationError) as exc:
+            PortfolioQuery.model_validate({"as_of": bad, "end": bad})
+        assert fields_of(exc) == {"as_of", "end"}
+        with pytest.raises(ValidationError) as exc:
+            InsightsQuery.model_validate({"metric": "p3_impressions", "from": bad, "to": bad})
+        assert fields_of(exc) == {"from", "to"}
+        with pytest.raises(ValidationError) as exc:
+            ExportQuery.model_validate({"start_date": bad, "end_date": bad})
+        assert fields_of(exc) == {"start_date", "end_date"}
+    assert PortfolioQuery.model_validate({"as_of": "1970-01-01"}).as_of == D(1970, 1, 1)
+    assert ExportQuery.model_validate(
+        {"start_date": "2025-01-01", "end_date": "2025-01-02"}
+    ).end_date == D(2025, 1, 2)
 
 
 def test_a_listings_daily_rate_is_its_own_figure_even_without_page_views() -> None:
