@@ -66,10 +66,12 @@ from urllib.parse import urlsplit
 
 import orjson
 from curl_cffi import CurlOpt
+from curl_cffi.aio import CURL_POLL_NONE, CURL_SOCKET_TIMEOUT, AsyncCurl
 from curl_cffi.requests import AsyncSession, BrowserType
 from curl_cffi.requests.exceptions import RequestException, Timeout
 
 from shared.airbnb import browser, cookies
+from shared.airbnb.cookie_jar import CookieJar, jar_of
 from shared.airbnb.errors import (
     AuthError,
     RateLimitedError,
@@ -107,6 +109,9 @@ DASHBOARD_PATH = "/hosting/insights/conversion"
 PREFLIGHT = "preflight"
 IMPERSONATE_TARGETS: tuple[str, ...] = tuple(b.value for b in BrowserType)
 UPLOAD_BUFFER_BYTES = 16 * 1024  # CURLOPT_UPLOAD_BUFFERSIZE's minimum
+# How often a session's curl multi handle is prodded in case curl's own timer callback
+# was missed; curl_cffi's AsyncCurl does it every 0.1 s.
+SAFEGUARD_INTERVAL_S = 1.0
 
 CookieMode = Literal["jar", "replay"]
 Sleep = Callable[[float], Awaitable[None]]
@@ -126,11 +131,6 @@ def cookie_domain(base_url: str) -> str:
     return host
 
 
-def _domain_matches(cookie_domain_: str, host: str) -> bool:
-    domain = cookie_domain_.lstrip(".")
-    return host == domain or host.endswith("." + domain)
-
-
 @dataclass(frozen=True, slots=True)
 class _Answer:
     url: str
@@ -147,6 +147,23 @@ class _Outcome:
     reason: str
     retry_after: str | None = None
     result: Any = None
+
+
+class _PacedAsyncCurl(AsyncCurl):
+    """curl_cffi's multi handle, prodded once a second instead of ten times.
+
+    Each account's session has its own multi handle (so its own connections: no two
+    accounts ever share one), and curl_cffi gives each a task that calls
+    ``curl_multi_socket_action`` every 0.1 s whatever the handle is doing, only as a
+    safeguard: curl's timer callback is what drives transfers. At a thousand paced
+    accounts that was 10,000 wake-ups a second, about a fifth of the fetcher's CPU
+    (benchmarks/RESULTS.md, issue 17). A missed timer now costs at most a second.
+    """
+
+    async def _force_timeout(self) -> None:
+        while self._curlm:
+            self.socket_action(CURL_SOCKET_TIMEOUT, CURL_POLL_NONE)
+            await asyncio.sleep(SAFEGUARD_INTERVAL_S)
 
 
 class AirbnbClient:
@@ -204,6 +221,9 @@ class AirbnbClient:
         self.trace_id = uuid.uuid4().hex[:28]
         self.referer = f"{self.base_url}{DASHBOARD_PATH}"
         self._session: AsyncSession[Any] | None = None
+        self._multi: AsyncCurl | None = None
+        self._jar: CookieJar | None = None
+        self._secure = urlsplit(self.base_url).scheme == "https"
         self._pace_lock = asyncio.Lock()
         self._next_start: float | None = None
 
@@ -236,7 +256,9 @@ class AirbnbClient:
         return headers
 
     async def __aenter__(self) -> Self:
+        self._multi = _PacedAsyncCurl()
         session: AsyncSession[Any] = AsyncSession(
+            async_curl=self._multi,
             impersonate=self.impersonate,
             # Every header is ours (browser.py), in Chrome's order; curl adds none.
             default_headers=False,
@@ -245,7 +267,9 @@ class AirbnbClient:
             timeout=self.timeout_s,
             # A CA file path works at session level too (curl's CAINFO); typed bool only.
             verify=self._ca_file if self._ca_file else True,  # type: ignore[arg-type]
-            discard_cookies=self.cookie_mode == "replay",
+            # The cookies are ours (self._jar, or the stored cookie verbatim in replay
+            # mode): curl_cffi's jar is never filled, so it adds no Cookie header.
+            discard_cookies=True,
             max_clients=2,
             # libcurl gives every handle that POSTs a 64 KiB upload buffer; a GraphQL
             # body is under 1 KiB, and a fetcher holds one session per account in
@@ -253,10 +277,8 @@ class AirbnbClient:
             curl_options={CurlOpt.UPLOAD_BUFFERSIZE: UPLOAD_BUFFER_BYTES},
         )
         if self.cookie_mode == "jar":
-            domain = cookie_domain(self.base_url)
             stored = cookies.auth_only(cookies.parse_cookie_header(self._cookie))
-            for name, value in stored.items():
-                session.cookies.set(name, value, domain=domain, path="/")
+            self._jar = jar_of(self._host, stored, cookie_domain(self.base_url))
         self._session = session
         return self
 
@@ -269,16 +291,16 @@ class AirbnbClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._multi is not None:
+            await self._multi.close()
+            self._multi = None
+        self._jar = None
 
     def auth_cookies(self) -> dict[str, str]:
         """The auth group in the jar now (rotated by Airbnb or not). Holds secrets."""
-        if self._session is None or self.cookie_mode == "replay":
+        if self._jar is None:
             return cookies.auth_only(cookies.parse_cookie_header(self._cookie))
-        return cookies.auth_cookies_of(
-            (c.name, c.value or "")
-            for c in self._session.cookies.jar
-            if _domain_matches(c.domain, self._host)
-        )
+        return cookies.auth_cookies_of(self._jar.values(self._wall_clock().timestamp()).items())
 
     async def _pace(self) -> None:
         """Wait for this client's turn; concurrent callers queue one behind the other."""
@@ -304,6 +326,11 @@ class AirbnbClient:
         """One HTTP exchange: the answer, or an error kind for the metrics."""
         if self._session is None:
             raise RuntimeError("AirbnbClient used outside 'async with AirbnbClient(...)'")
+        jar, path = self._jar, urlsplit(url).path or "/"
+        if jar is not None:
+            cookie = jar.header(path, self._secure, self._wall_clock().timestamp())
+            if cookie:
+                headers["Cookie"] = cookie  # last, where the replayed cookie goes too
         started = time.perf_counter()
         try:
             response = await self._session.request(
@@ -318,6 +345,12 @@ class AirbnbClient:
         finally:
             AIRBNB_REQUEST_SECONDS.labels(op).observe(time.perf_counter() - started)
         AIRBNB_REQUESTS.labels(op, str(response.status_code)).inc()
+        if jar is not None:
+            jar.absorb(
+                (line for line in response.headers.get_list("Set-Cookie") if line),
+                path,
+                self._wall_clock().timestamp(),
+            )
         return _Answer(
             url=str(response.url or url),
             status=response.status_code,
