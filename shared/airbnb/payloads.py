@@ -154,9 +154,40 @@ class PlannedRequest:
     """One HTTP request the fetcher will make: ``POST {base}{query.path}`` with ``body``."""
 
     query: PersistedQuery
-    body: dict[str, Any]
     slice: DateRange
     group_by_value: str
+    listing_id: str
+    today: date
+    metric_type: str = DEFAULT_METRIC_TYPE
+    comparison: str = DEFAULT_COMPARISON
+    max_days_ahead: int = DEFAULT_MAX_DAYS_AHEAD
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON body, built when it is sent.
+
+        A first run plans about 150 requests a listing; holding their bodies from the
+        start was ~140 KiB of dicts per account in flight (memray of bench_fleet,
+        issue 17), where these fields are a few hundred bytes.
+        """
+        if self.query == CHART:
+            return chart_payload(
+                self.listing_id,
+                self.slice,
+                self.today,
+                self.group_by_value,
+                self.metric_type,
+                self.comparison,
+                max_days_ahead=self.max_days_ahead,
+            )
+        return list_of_metrics_payload(
+            self.listing_id,
+            self.slice,
+            self.today,
+            self.group_by_value,
+            self.metric_type,
+            max_days_ahead=self.max_days_ahead,
+        )
 
 
 def plan_listing_requests(
@@ -177,25 +208,18 @@ def plan_listing_requests(
     planned: list[PlannedRequest] = []
     for spec in poll_set:
         for part in slice_window(window, spec.slice_days):
+            check_servable(part, today, max_days_ahead)
             for value in spec.group_by_values:
-                if spec.operation == CHART:
-                    body = chart_payload(
-                        listing_id,
+                planned.append(
+                    PlannedRequest(
+                        spec.operation,
                         part,
-                        today,
                         value,
+                        str(listing_id),
+                        today,
                         spec.metric_type,
                         spec.comparison,
-                        max_days_ahead=max_days_ahead,
+                        max_days_ahead,
                     )
-                else:
-                    body = list_of_metrics_payload(
-                        listing_id,
-                        part,
-                        today,
-                        value,
-                        spec.metric_type,
-                        max_days_ahead=max_days_ahead,
-                    )
-                planned.append(PlannedRequest(spec.operation, body, part, value))
+                )
     return planned

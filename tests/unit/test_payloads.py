@@ -182,3 +182,15 @@ def test_plan_refuses_a_window_past_the_horizon() -> None:
     window = DateRange(date(2025, 12, 1), date(2026, 2, 1))
     with pytest.raises(WindowError):
         plan_listing_requests(LISTING, window, TODAY)
+
+
+def test_a_planned_request_builds_the_same_body_each_time_it_is_asked() -> None:
+    """Bodies are built when sent (PlannedRequest.body), not held from the plan on."""
+    today = date(2026, 3, 1)
+    plan = plan_listing_requests("42", DateRange(date(2026, 1, 1), date(2026, 2, 27)), today)
+    first = plan[0]
+    assert first.body == first.body and first.body is not first.body
+    assert first.body == chart_payload(
+        "42", first.slice, today, first.group_by_value, first.metric_type, first.comparison
+    )
+    assert not hasattr(first, "__dict__")  # slots: a few fields, no body kept
