@@ -15,13 +15,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from services.scheduler.plan import (
-    JobPlan,
-    sync_request,
-)
+from services.scheduler.plan import JobPlan, sync_request_body
 from shared import topology
 from shared.backoff import retry_until
-from shared.messages import encode
 from shared.metrics import SYNC_REQUESTS_EMITTED
 
 log = logging.getLogger("sync_airbnb.scheduler")
@@ -122,7 +118,7 @@ class RequestPublisher:
             try:
                 await self._nc.publish(
                     topology.SYNC_REQUESTED,
-                    encode(sync_request(plan)),
+                    sync_request_body(plan),
                     reply=f"{self._inbox}.{token}",
                     headers={"Nats-Msg-Id": topology.sync_request_msg_id(plan.dedup_key)},
                 )

@@ -25,6 +25,7 @@ from services.scheduler.plan import (
     dedup_key,
     event_wants_backfill,
     in_key_order,
+    new_job_id,
     plan_from_existing,
     plan_jobs,
     refusal,
@@ -33,6 +34,7 @@ from services.scheduler.plan import (
     seconds_to_next_fire,
     sync_kind,
     sync_request,
+    sync_request_body,
     todays_run_time,
     unschedulable_reason,
 )
@@ -270,6 +272,8 @@ def test_the_fast_request_encoding_is_the_models(now: dt.datetime) -> None:
     for plan in plans:
         request = sync_request(plan)
         assert encode(request) == orjson.dumps(request.model_dump(mode="json"))
+        # what the publisher sends: the model's bytes, without building the model
+        assert sync_request_body(plan) == encode(request)
     # the account's credentials_version rides in the request (the fetcher's rotation names it)
     assert {p.account_id: p.credentials.version for p in plans} == {"42": 1, "43": 7}
 
@@ -294,6 +298,21 @@ def test_the_fast_request_encoding_takes_a_uuid_subclass() -> None:
     again = plan_from_existing(existing, plan.account_id, plan.credentials)
     assert encode(sync_request(again)) == encode(sync_request(plan))
     assert encode(sync_request(again)) == orjson.dumps(sync_request(again).model_dump(mode="json"))
+    assert sync_request_body(again) == sync_request_body(plan) == encode(sync_request(plan))
+
+
+def test_new_job_ids_are_random_version_4_uuids() -> None:
+    # 3,000 ids: three draws of random bytes, the last one begun
+    ids = [new_job_id() for _ in range(3000)]
+    assert len(set(ids)) == len(ids)
+    assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}
+    assert all(type(u) is uuid.UUID and uuid.UUID(str(u)) == u for u in ids)
+    # the 122 other bits are random: each is set in some id and clear in another
+    ored = anded = ids[0].int
+    for u in ids:
+        ored, anded = ored | u.int, anded & u.int
+    version_bits = (0xF000 << 64) | (0xC000 << 48)
+    assert ored | version_bits == 2**128 - 1 and anded & ~version_bits == 0
 
 
 def test_chunked() -> None:
