@@ -1,10 +1,11 @@
 """The HTTP client for Airbnb: one instance per account sync, a browser's session in small.
 
 ``async with AirbnbClient(cookie=..., x_client_version=..., user_agent=...) as client:``
-opens one curl_cffi ``AsyncSession`` that impersonates Chrome: its TLS ClientHello,
-HTTP/2 settings and header order are Chrome's (docs/tls-handshake.md), because
-Airbnb's bot manager flags requests that are not a browser's. aiohttp stays for
-every server of the project; only requests to Airbnb go through curl.
+opens one :class:`~shared.airbnb.transport.CurlTransport`, a curl handle that
+impersonates Chrome: its TLS ClientHello, HTTP/2 settings and header order are
+Chrome's (docs/tls-handshake.md), because Airbnb's bot manager flags requests that are
+not a browser's. aiohttp stays for every server of the project; only requests to
+Airbnb go through curl.
 
 ``await client.preflight()`` loads ``GET {base}/hosting/insights`` as a page
 navigation, once per sync, before any GraphQL request (docs/sessions.md). A live
@@ -16,7 +17,7 @@ is redirected to ``/login``, which raises ``AuthError`` (an expired session).
 with the dashboard's headers (:mod:`shared.airbnb.browser` lists each and why) and
 returns the parsed JSON body.
 
-Cookies: the session's jar starts from the stored auth cookies, scoped to Airbnb's
+Cookies: the client's jar (:mod:`shared.airbnb.cookie_jar`) starts from the stored auth cookies, scoped to Airbnb's
 domain, and takes in every ``Set-Cookie`` of the preflight and of each later answer,
 as a browser does. :meth:`auth_cookies` gives the auth group as it is now, so the
 fetcher can save rotated cookies back. ``cookie_mode="replay"`` is the old
@@ -62,13 +63,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
-from curl_cffi import CurlOpt
-from curl_cffi.aio import CURL_POLL_NONE, CURL_SOCKET_TIMEOUT, AsyncCurl
-from curl_cffi.requests import AsyncSession, BrowserType
-from curl_cffi.requests.exceptions import RequestException, Timeout
+from curl_cffi.requests import BrowserType
 
 from shared.airbnb import browser, cookies
 from shared.airbnb.cookie_jar import CookieJar, jar_of
@@ -89,6 +87,7 @@ from shared.airbnb.http_policy import (
     parse_retry_after,
 )
 from shared.airbnb.operations import PersistedQuery
+from shared.airbnb.transport import CurlTransport, TransportError, TransportTimeout
 from shared.metrics import (
     AIRBNB_AUTH_FAILURES,
     AIRBNB_PREFLIGHTS,
@@ -108,10 +107,6 @@ PREFLIGHT_PATH = "/hosting/insights"
 DASHBOARD_PATH = "/hosting/insights/conversion"
 PREFLIGHT = "preflight"
 IMPERSONATE_TARGETS: tuple[str, ...] = tuple(b.value for b in BrowserType)
-UPLOAD_BUFFER_BYTES = 16 * 1024  # CURLOPT_UPLOAD_BUFFERSIZE's minimum
-# How often a session's curl multi handle is prodded in case curl's own timer callback
-# was missed; curl_cffi's AsyncCurl does it every 0.1 s.
-SAFEGUARD_INTERVAL_S = 1.0
 
 CookieMode = Literal["jar", "replay"]
 Sleep = Callable[[float], Awaitable[None]]
@@ -147,23 +142,6 @@ class _Outcome:
     reason: str
     retry_after: str | None = None
     result: Any = None
-
-
-class _PacedAsyncCurl(AsyncCurl):
-    """curl_cffi's multi handle, prodded once a second instead of ten times.
-
-    Each account's session has its own multi handle (so its own connections: no two
-    accounts ever share one), and curl_cffi gives each a task that calls
-    ``curl_multi_socket_action`` every 0.1 s whatever the handle is doing, only as a
-    safeguard: curl's timer callback is what drives transfers. At a thousand paced
-    accounts that was 10,000 wake-ups a second, about a fifth of the fetcher's CPU
-    (benchmarks/RESULTS.md, issue 17). A missed timer now costs at most a second.
-    """
-
-    async def _force_timeout(self) -> None:
-        while self._curlm:
-            self.socket_action(CURL_SOCKET_TIMEOUT, CURL_POLL_NONE)
-            await asyncio.sleep(SAFEGUARD_INTERVAL_S)
 
 
 class AirbnbClient:
@@ -220,8 +198,7 @@ class AirbnbClient:
         # One per sync, as the web app keeps one per page view.
         self.trace_id = uuid.uuid4().hex[:28]
         self.referer = f"{self.base_url}{DASHBOARD_PATH}"
-        self._session: AsyncSession[Any] | None = None
-        self._multi: AsyncCurl | None = None
+        self._transport: CurlTransport | None = None
         self._jar: CookieJar | None = None
         self._secure = urlsplit(self.base_url).scheme == "https"
         self._pace_lock = asyncio.Lock()
@@ -256,30 +233,14 @@ class AirbnbClient:
         return headers
 
     async def __aenter__(self) -> Self:
-        self._multi = _PacedAsyncCurl()
-        session: AsyncSession[Any] = AsyncSession(
-            async_curl=self._multi,
-            impersonate=self.impersonate,
-            # Every header is ours (browser.py), in Chrome's order; curl adds none.
-            default_headers=False,
-            # Redirects are followed by preflight() hop by hop, to see where they lead.
-            allow_redirects=False,
-            timeout=self.timeout_s,
-            # A CA file path works at session level too (curl's CAINFO); typed bool only.
-            verify=self._ca_file if self._ca_file else True,  # type: ignore[arg-type]
-            # The cookies are ours (self._jar, or the stored cookie verbatim in replay
-            # mode): curl_cffi's jar is never filled, so it adds no Cookie header.
-            discard_cookies=True,
-            max_clients=2,
-            # libcurl gives every handle that POSTs a 64 KiB upload buffer; a GraphQL
-            # body is under 1 KiB, and a fetcher holds one session per account in
-            # flight: 16 KiB (the least curl takes) is 36 KiB less per account.
-            curl_options={CurlOpt.UPLOAD_BUFFERSIZE: UPLOAD_BUFFER_BYTES},
+        transport = CurlTransport(
+            impersonate=self.impersonate, timeout_s=self.timeout_s, ca_file=self._ca_file
         )
+        await transport.__aenter__()
         if self.cookie_mode == "jar":
             stored = cookies.auth_only(cookies.parse_cookie_header(self._cookie))
             self._jar = jar_of(self._host, stored, cookie_domain(self.base_url))
-        self._session = session
+        self._transport = transport
         return self
 
     async def __aexit__(
@@ -288,12 +249,9 @@ class AirbnbClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._multi is not None:
-            await self._multi.close()
-            self._multi = None
+        if self._transport is not None:
+            await self._transport.__aexit__(exc_type, exc, tb)
+            self._transport = None
         self._jar = None
 
     def auth_cookies(self) -> dict[str, str]:
@@ -324,8 +282,10 @@ class AirbnbClient:
         params: dict[str, str] | None = None,
     ) -> _Answer | str:
         """One HTTP exchange: the answer, or an error kind for the metrics."""
-        if self._session is None:
+        if self._transport is None:
             raise RuntimeError("AirbnbClient used outside 'async with AirbnbClient(...)'")
+        if params:
+            url = f"{url}?{urlencode(params)}"
         jar, path = self._jar, urlsplit(url).path or "/"
         if jar is not None:
             cookie = jar.header(path, self._secure, self._wall_clock().timestamp())
@@ -333,31 +293,25 @@ class AirbnbClient:
                 headers["Cookie"] = cookie  # last, where the replayed cookie goes too
         started = time.perf_counter()
         try:
-            response = await self._session.request(
-                method, url, headers=headers, data=data, params=params
-            )
-        except Timeout:
+            answer = await self._transport.request(method, url, headers, data)
+        except TransportTimeout:
             AIRBNB_REQUESTS.labels(op, "timeout").inc()
             return "timeout"
-        except RequestException:
+        except TransportError:
             AIRBNB_REQUESTS.labels(op, "connection_error").inc()
             return "connection_error"
         finally:
             AIRBNB_REQUEST_SECONDS.labels(op).observe(time.perf_counter() - started)
-        AIRBNB_REQUESTS.labels(op, str(response.status_code)).inc()
+        AIRBNB_REQUESTS.labels(op, str(answer.status)).inc()
         if jar is not None:
-            jar.absorb(
-                (line for line in response.headers.get_list("Set-Cookie") if line),
-                path,
-                self._wall_clock().timestamp(),
-            )
+            jar.absorb(answer.set_cookies, path, self._wall_clock().timestamp())
         return _Answer(
-            url=str(response.url or url),
-            status=response.status_code,
-            content_type=response.headers.get("Content-Type"),
-            location=response.headers.get("Location"),
-            retry_after=response.headers.get("Retry-After"),
-            body=response.content,
+            url=answer.url,
+            status=answer.status,
+            content_type=answer.headers.get("content-type"),
+            location=answer.headers.get("location"),
+            retry_after=answer.headers.get("retry-after"),
+            body=answer.body,
         )
 
     async def _retrying(self, op: str, attempt: Callable[[], Awaitable[_Outcome]]) -> Any:

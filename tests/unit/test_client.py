@@ -212,28 +212,3 @@ def test_auth_cookies_are_scoped_to_airbnb_s_domain() -> None:
     assert cookie_domain("https://www.airbnb.co.uk") == ".airbnb.co.uk"
     assert cookie_domain("http://127.0.0.1:8080") == "127.0.0.1"
     assert cookie_domain("http://sim.internal:8080") == "sim.internal"
-
-
-async def test_a_sessions_multi_handle_is_prodded_once_a_second_not_ten_times() -> None:
-    """curl_cffi's AsyncCurl wakes every 0.1 s per session; the client's wakes once a
-    second. If curl_cffi renames the safeguard, the count here goes back to ~20."""
-    import asyncio
-
-    from shared.airbnb.client import SAFEGUARD_INTERVAL_S, _PacedAsyncCurl
-
-    multi = _PacedAsyncCurl()
-    calls = 0
-    prod = multi.socket_action
-
-    def counted(sockfd: int, ev_bitmask: int) -> int:
-        nonlocal calls
-        calls += 1
-        return prod(sockfd, ev_bitmask)
-
-    multi.socket_action = counted  # type: ignore[method-assign]
-    try:
-        await asyncio.sleep(2.05)
-    finally:
-        await multi.close()
-    assert SAFEGUARD_INTERVAL_S == 1.0
-    assert 1 <= calls <= 4, calls
