@@ -50,7 +50,7 @@ CREATE_TEMP: Final[dict[str, str]] = {n: create_temp_table_sql(t) for n, t in ME
 UPSERT: Final[dict[str, str]] = {n: upsert_sql(t) for n, t in METRIC_TABLES.items()}
 
 # Each statement below is one round trip; the common batch (chunks of running jobs) takes
-# five of them and a COPY per table, whatever the number of jobs it touches
+# four of them and a COPY per table, whatever the number of jobs it touches
 # (store.commit_batch; benchmarks/bench_writer.py counts them).
 
 # The batch's jobs (orphans are found from them, store.OrphanMessages) and the
@@ -167,27 +167,49 @@ SET credentials_invalid_at = $2, credentials_error = $3, updated_at = now()
 WHERE account_id = $1 AND ($4::integer IS NULL OR credentials_version = $4)
 """
 
-# Promote the listings whose chunks are all in, and count each job's listings, in one
-# round trip. The count reads the listings as they were before the promotion (one
-# statement, one snapshot), so a promoted listing counts as committed through
-# ``promoted``: it was pending, so never failed.
+# Promote the listings whose chunks are all in, count each job's listings, write the
+# counts as the progress of the jobs not final ($1), and report every job of $2 as it is
+# after this statement (the notifications on airbnb.jobs.{job_id}), in one round trip.
+# The count reads the listings as they were before the promotion (one statement, one
+# snapshot), so a promoted listing counts as committed through ``promoted``: it was
+# pending, so never failed. Progress is written only when it changed. A job whose
+# count says it is done is ended by SETTLE_JOBS after this (bookkeeping.job_outcome):
+# the common batch, whose jobs go on, needs no other statement.
 TALLY_JOBS = """
 WITH promoted AS (
     UPDATE airbnb.sync_job_listings SET status = 'committed', finished_at = now()
     WHERE job_id = ANY($1::uuid[]) AND status = 'pending'
       AND chunks_expected IS NOT NULL AND chunks_committed >= chunks_expected
     RETURNING job_id, airbnb_listing_id
+), tally AS (
+    SELECT j.job_id, j.error AS shortfall,
+           count(l.airbnb_listing_id)::int AS known,
+           (count(*) FILTER (WHERE l.status = 'committed' OR p.airbnb_listing_id IS NOT NULL))::int
+               AS committed,
+           (count(*) FILTER (WHERE l.status = 'failed'))::int AS failed
+    FROM airbnb.sync_jobs j
+    LEFT JOIN airbnb.sync_job_listings l ON l.job_id = j.job_id
+    LEFT JOIN promoted p ON p.job_id = l.job_id AND p.airbnb_listing_id = l.airbnb_listing_id
+    WHERE j.job_id = ANY($1::uuid[]) AND j.status IN ('queued', 'running')
+    GROUP BY j.job_id
+), progress AS (
+    UPDATE airbnb.sync_jobs AS j
+    SET listings_succeeded = t.committed, listings_failed = t.failed, updated_at = now()
+    FROM tally t
+    WHERE j.job_id = t.job_id
+      AND (j.listings_succeeded, j.listings_failed) IS DISTINCT FROM (t.committed, t.failed)
+    RETURNING j.job_id, j.listings_succeeded, j.listings_failed
 )
-SELECT j.job_id, j.listings_total, j.error AS shortfall,
-       count(l.airbnb_listing_id) AS known,
-       count(*) FILTER (WHERE l.status = 'committed' OR p.airbnb_listing_id IS NOT NULL)
-           AS committed,
-       count(*) FILTER (WHERE l.status = 'failed') AS failed
+SELECT j.job_id, j.account_id, j.status, j.listings_total,
+       COALESCE(p.listings_succeeded, j.listings_succeeded) AS listings_succeeded,
+       COALESCE(p.listings_failed, j.listings_failed) AS listings_failed,
+       j.rows_written, j.error,
+       t.job_id IS NOT NULL AS tallied, t.shortfall, t.known, t.committed, t.failed
 FROM airbnb.sync_jobs j
-LEFT JOIN airbnb.sync_job_listings l ON l.job_id = j.job_id
-LEFT JOIN promoted p ON p.job_id = l.job_id AND p.airbnb_listing_id = l.airbnb_listing_id
-WHERE j.job_id = ANY($1::uuid[]) AND j.status IN ('queued', 'running')
-GROUP BY j.job_id
+LEFT JOIN tally t ON t.job_id = j.job_id
+LEFT JOIN progress p ON p.job_id = j.job_id
+WHERE j.job_id = ANY($2::uuid[])
+ORDER BY j.job_id
 """
 
 # The first $2 failed listings of each job in $1 (they name a final error), in one round trip.
@@ -202,10 +224,10 @@ WHERE n <= $2
 ORDER BY job_id, airbnb_listing_id
 """
 
-# Every job's progress or end, the accounts' last sync, then each job as it is after
-# commit (the notifications on airbnb.jobs.{job_id}), in one round trip whatever the
-# number of jobs. A row of $2 NULL is progress only (written only when it changed);
-# else the job ends with that status and error ($5). $6: the accounts whose job ended
+# The ends of the jobs that TALLY_JOBS found done (it wrote the others' progress), the
+# accounts' last sync, then those jobs as they are after commit, in one round trip
+# whatever the number of jobs. A row of $2 NULL is progress only (written only when it
+# changed); else the job ends with that status and error ($5). $6: the accounts whose job ended
 # having synced something (bookkeeping.advances_last_sync), sorted. $7: the jobs to
 # report. The report reads the jobs as they were before this statement and takes
 # what ``settled`` wrote over them.

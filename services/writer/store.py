@@ -14,15 +14,17 @@ order that keeps every step idempotent (docs/data-path.md, Writer 2-4):
    bookkeeping and completion checks of two writers must not interleave, and the
    lock says which jobs are final already;
 4. listing results, job events, for jobs not final;
-5. the completion check of every job touched, and the jobs as they are after it,
-   in one to three statements whatever the number of jobs;
+5. the completion check of every job touched, its progress, and the jobs as they are
+   after it, in one statement whatever the number of jobs; when jobs end, one more
+   for their ends and one for the failed listings they name, if any;
 6. rotated credentials, in message order, whatever the job's status (a sync that
    rotated and then failed still saves them): each applies only while the account
    has the version its sync read (bookkeeping.rotation_outcome). Last, so the account row
    is locked after the jobs, as the job bookkeeping above locks it.
 
-The common batch (chunks of running jobs) is seven round trips: BEGIN, the ledger, a
-COPY per table, the lock, the tally, the settlement, COMMIT (benchmarks/bench_writer.py).
+The common batch (chunks of running jobs) is six round trips: BEGIN, the ledger, a
+COPY per table, the lock, the tally (with the progress and the report), COMMIT
+(benchmarks/bench_writer.py).
 
 A final job is never written again, so replaying a whole stream changes nothing:
 its chunks are in the ledger (no rows, no counters) and its results and events
@@ -361,13 +363,14 @@ async def _complete(
     result: CommitResult,
 ) -> None:
     """The completion check of docs/data-path.md (Writer 3) for jobs not final yet, then
-    every job of ``changed`` as it is after commit (result.jobs): at most three round
-    trips, whatever the number of jobs."""
+    every job of ``changed`` as it is after commit (result.jobs): one round trip when no
+    job ends (the tally writes the progress and reports the jobs), at most three when
+    some do, whatever the number of jobs."""
     if not changed:
         return
     tallies: list[tuple[uuid.UUID, bookkeeping.ListingTally, str | None]] = []
-    if job_ids:
-        for r in await conn.fetch(sql.TALLY_JOBS, job_ids):
+    for r in await conn.fetch(sql.TALLY_JOBS, job_ids, changed):
+        if r["tallied"]:
             shortfall: str | None = r["shortfall"]
             tally = bookkeeping.ListingTally(
                 r["listings_total"],
@@ -377,10 +380,12 @@ async def _complete(
                 truncated=shortfall is not None,
             )
             tallies.append((r["job_id"], tally, shortfall))
+        result.jobs[r["job_id"]] = _job_update(r)
     outcomes = {job_id: bookkeeping.job_outcome(t) for job_id, t, _ in tallies}
-    with_failures = sorted(
-        job_id for job_id, t, _ in tallies if outcomes[job_id] is not None and t.failed
-    )
+    ending = [(job_id, t, s) for job_id, t, s in tallies if outcomes[job_id] is not None]
+    if not ending:
+        return  # the common batch: its jobs go on, their progress is written
+    with_failures = sorted(job_id for job_id, t, _ in ending if t.failed)
     failed: dict[uuid.UUID, list[tuple[str, str | None]]] = {}
     if with_failures:
         for f in await conn.fetch(
@@ -390,11 +395,9 @@ async def _complete(
 
     settle: list[tuple[uuid.UUID, str | None, int, int, str | None]] = []
     synced: set[str] = set()
-    for job_id, tally, shortfall in tallies:
+    for job_id, tally, shortfall in ending:
         outcome = outcomes[job_id]
-        if outcome is None:
-            settle.append((job_id, None, tally.committed, tally.failed, None))
-            continue
+        assert outcome is not None
         failures: str | None = None
         if tally.failed:
             failures = bookkeeping.job_error(failed.get(job_id, []), tally.failed, tally.known)
@@ -420,6 +423,20 @@ async def _complete(
         [s[3] for s in settle],
         [s[4] for s in settle],
         sorted(synced),
-        changed,
+        sorted(job_id for job_id, _, _ in ending),
     ):
-        result.jobs[r["job_id"]] = JobUpdate(**r, final=r["status"] in FINAL_STATUSES)
+        result.jobs[r["job_id"]] = _job_update(r)
+
+
+def _job_update(r: asyncpg.Record) -> JobUpdate:
+    return JobUpdate(
+        job_id=r["job_id"],
+        account_id=r["account_id"],
+        status=r["status"],
+        listings_total=r["listings_total"],
+        listings_succeeded=r["listings_succeeded"],
+        listings_failed=r["listings_failed"],
+        rows_written=r["rows_written"],
+        error=r["error"],
+        final=r["status"] in FINAL_STATUSES,
+    )

@@ -1074,8 +1074,9 @@ async def test_a_batch_takes_the_same_round_trips_for_one_job_or_many(
     database_url: str, db: asyncpg.Connection
 ) -> None:
     """store.commit_batch itself (issue 17): a batch of chunks of running jobs is BEGIN,
-    four statements, COMMIT and a COPY per table, for one job or five; finishing the five,
-    one of them partial, adds one statement (its failed listing), not one per job."""
+    three statements (ledger, lock, tally), COMMIT and a COPY per table, for one job or
+    five; finishing the five, one of them partial, adds the settlement and one statement
+    for its failed listing, not one per job."""
     conn = await asyncpg.connect(database_url)
     await store.init_connection(conn)
     try:
@@ -1091,11 +1092,11 @@ async def test_a_batch_takes_the_same_round_trips_for_one_job_or_many(
             return [m for m in ms if isinstance(m, RowBatch) and m.table == table]
 
         one, statements = await committed_statements(conn, chunks(all_messages[0], "chart_query"))
-        assert one.rows_written == {"chart_query": 5} and len(statements) == 6, statements
+        assert one.rows_written == {"chart_query": 5} and len(statements) == 5, statements
         five, statements = await committed_statements(
             conn, [m for ms in all_messages[1:] for m in chunks(ms, "chart_query")]
         )
-        assert five.rows_written == {"chart_query": 40} and len(statements) == 6, statements
+        assert five.rows_written == {"chart_query": 40} and len(statements) == 5, statements
         assert {u.status for u in five.jobs.values()} == {"running"} and len(five.jobs) == 4
 
         rest = [
