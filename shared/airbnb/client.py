@@ -17,12 +17,13 @@ is redirected to ``/login``, which raises ``AuthError`` (an expired session).
 with the dashboard's headers (:mod:`shared.airbnb.browser` lists each and why) and
 returns the parsed JSON body.
 
-Cookies: the client's jar (:mod:`shared.airbnb.cookie_jar`) starts from the stored auth cookies, scoped to Airbnb's
-domain, and takes in every ``Set-Cookie`` of the preflight and of each later answer,
-as a browser does. :meth:`auth_cookies` gives the auth group as it is now, so the
-fetcher can save rotated cookies back. ``cookie_mode="replay"`` is the old
-behaviour, for tests only: the stored cookie sent verbatim, every ``Set-Cookie``
-ignored (it is what loses a host's session within a day or two).
+Cookies: the client's jar (:mod:`shared.airbnb.cookie_jar`) starts from the stored
+auth cookies, scoped to Airbnb's domain, and takes in every ``Set-Cookie`` of the
+preflight and of each later answer, as a browser does. :meth:`auth_cookies` gives the
+auth group as it is now, so the fetcher can save rotated cookies back.
+``cookie_mode="replay"`` is the old behaviour, for tests only: the stored cookie sent
+verbatim, every ``Set-Cookie`` ignored (it is what loses a host's session within a day
+or two).
 
 Behaviour:
 
