@@ -30,6 +30,7 @@ from services.fetcher import pipeline
 from services.fetcher.credential_check import serve_checks
 from services.fetcher.settings import FetcherSettings
 from services.fetcher.sync import (
+    PUBLISH_SLOTS,
     PermanentSyncError,
     SyncDeps,
     now,
@@ -158,6 +159,7 @@ async def fetch_worker(app: web.Application, stopping: asyncio.Event) -> None:
         cipher=CredentialCipher(settings.secret_keys),
         settings=settings,
         chunk_max_bytes=chunk_limit(settings.fetcher_chunk_max_bytes, nc.max_payload),
+        publish_slots=asyncio.Semaphore(PUBLISH_SLOTS),
     )
 
     async def handle_one(batch: Sequence[Delivery]) -> None:

@@ -95,6 +95,14 @@ class ListingsUnavailableError(Exception):
     """ListingsSectionQuery failed; the whole sync is retried later."""
 
 
+# How many listings one fetcher turns into rows and publishes at once. Accounts paced
+# alike finish their listings together (1,000 first runs end their first listing within
+# a second or two), and each listing's rows and encoded chunks are ~300 KiB while it is
+# published: unbounded, that was a third of the fetcher's peak RSS (bench_fleet, issue
+# 17). A listing takes a few ms here, so a wait for a slot is far shorter than the pacing.
+PUBLISH_SLOTS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class SyncDeps:
     js: JetStreamContext
@@ -103,6 +111,7 @@ class SyncDeps:
     settings: FetcherSettings
     # The effective RowBatch limit: the setting, or less if the NATS server says so.
     chunk_max_bytes: int
+    publish_slots: asyncio.Semaphore
 
 
 def refused(exc: RejectedRequestError) -> str:
@@ -349,7 +358,23 @@ async def sync_listing(
         LISTINGS_FETCHED.labels("skipped_already_published").inc()
         return
     try:
-        tables = await fetch_listing(client, req, window, listing)
+        flattened = await fetch_listing(client, req, window, listing)
+    except AuthError:
+        raise
+    except (AirbnbError, pipeline.ListingDataError) as exc:
+        await record_failed_listing(deps, req, listing, str(exc))
+        return
+    async with deps.publish_slots:
+        await publish_listing(deps, req, listing, flattened)
+
+
+async def publish_listing(
+    deps: SyncDeps, req: SyncRequest, listing: Listing, flattened: list[pipeline.Flattened]
+) -> None:
+    """Pivot one fetched listing, publish its chunks and its result, and record it."""
+    try:
+        tables = listing_tables(req, listing, flattened)
+        flattened.clear()  # the rows hold what is needed of it
         batches = pipeline.row_batches(
             job_id=req.job_id,
             account_id=req.account_id,
@@ -358,9 +383,7 @@ async def sync_listing(
             tables=tables,
             max_bytes=deps.chunk_max_bytes,
         )
-    except AuthError:
-        raise
-    except (AirbnbError, pipeline.ListingDataError) as exc:
+    except pipeline.ListingDataError as exc:
         await record_failed_listing(deps, req, listing, str(exc))
         return
     await publish_batches(deps.js, batches)
@@ -374,7 +397,7 @@ async def sync_listing(
     await publish_result(deps.js, result)
     # Only now: a crash before this line re-fetches the listing, and the same msg ids
     # make JetStream drop what was already published.
-    await deps.kv.put(key, KV_PUBLISHED)
+    await deps.kv.put(topology.fetch_progress_key(req.job_id, listing.listing_id), KV_PUBLISHED)
     LISTINGS_FETCHED.labels("published").inc()
     for table, n in result.rows.items():
         ROWS_PUBLISHED.labels(table).inc(n)
@@ -386,8 +409,8 @@ async def sync_listing(
 
 async def fetch_listing(
     client: AirbnbClient, req: SyncRequest, window: DateRange, listing: Listing
-) -> dict[TableName, list[Row]]:
-    """Every request of the listing's poll plan, in order, flattened on arrival, then pivoted."""
+) -> list[pipeline.Flattened]:
+    """Every request of the listing's poll plan, in order, each answer flattened on arrival."""
     flattened: list[pipeline.Flattened] = []
     for planned in plan_listing_requests(listing.listing_id, window, req.scrape_day):
         try:
@@ -397,6 +420,13 @@ async def fetch_listing(
         except AirbnbError as exc:
             raise pipeline.ListingDataError(f"{pipeline.describe(planned)}: {exc}") from None
         flattened.append(pipeline.flatten_response(planned, body))
+    return flattened
+
+
+def listing_tables(
+    req: SyncRequest, listing: Listing, flattened: list[pipeline.Flattened]
+) -> dict[TableName, list[Row]]:
+    """The listing's table rows; metrics without a column are counted and logged."""
     tables = pipeline.pivot_listing(
         flattened, account_id=req.account_id, listing=listing, scrape_day=req.scrape_day
     )
