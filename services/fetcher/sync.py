@@ -358,23 +358,23 @@ async def sync_listing(
         LISTINGS_FETCHED.labels("skipped_already_published").inc()
         return
     try:
-        flattened = await fetch_listing(client, req, window, listing)
+        answers = await fetch_listing(client, req, window, listing)
     except AuthError:
         raise
     except (AirbnbError, pipeline.ListingDataError) as exc:
         await record_failed_listing(deps, req, listing, str(exc))
         return
     async with deps.publish_slots:
-        await publish_listing(deps, req, listing, flattened)
+        await publish_listing(deps, req, listing, answers)
 
 
 async def publish_listing(
-    deps: SyncDeps, req: SyncRequest, listing: Listing, flattened: list[pipeline.Flattened]
+    deps: SyncDeps, req: SyncRequest, listing: Listing, answers: list[pipeline.Packed]
 ) -> None:
     """Pivot one fetched listing, publish its chunks and its result, and record it."""
     try:
-        tables = listing_tables(req, listing, flattened)
-        flattened.clear()  # the rows hold what is needed of it
+        tables = listing_tables(req, listing, answers)
+        answers.clear()  # the rows hold what is needed of them
         batches = pipeline.row_batches(
             job_id=req.job_id,
             account_id=req.account_id,
@@ -409,9 +409,10 @@ async def publish_listing(
 
 async def fetch_listing(
     client: AirbnbClient, req: SyncRequest, window: DateRange, listing: Listing
-) -> list[pipeline.Flattened]:
-    """Every request of the listing's poll plan, in order, each answer flattened on arrival."""
-    flattened: list[pipeline.Flattened] = []
+) -> list[pipeline.Packed]:
+    """Every request of the listing's poll plan, in order, each answer flattened on arrival
+    (so a malformed one stops the listing at once) and packed until the pivot."""
+    answers: list[pipeline.Packed] = []
     for planned in plan_listing_requests(listing.listing_id, window, req.scrape_day):
         try:
             body = await client.post(planned.query, planned.body)
@@ -419,16 +420,19 @@ async def fetch_listing(
             raise
         except AirbnbError as exc:
             raise pipeline.ListingDataError(f"{pipeline.describe(planned)}: {exc}") from None
-        flattened.append(pipeline.flatten_response(planned, body))
-    return flattened
+        answers.append(pipeline.pack(pipeline.flatten_response(planned, body)))
+    return answers
 
 
 def listing_tables(
-    req: SyncRequest, listing: Listing, flattened: list[pipeline.Flattened]
+    req: SyncRequest, listing: Listing, answers: list[pipeline.Packed]
 ) -> dict[TableName, list[Row]]:
     """The listing's table rows; metrics without a column are counted and logged."""
     tables = pipeline.pivot_listing(
-        flattened, account_id=req.account_id, listing=listing, scrape_day=req.scrape_day
+        (pipeline.unpack(a) for a in answers),
+        account_id=req.account_id,
+        listing=listing,
+        scrape_day=req.scrape_day,
     )
     for table, names in pipeline.extra_metric_names(tables).items():
         EXTRA_METRICS.labels(table).inc(names.total())

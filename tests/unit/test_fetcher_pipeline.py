@@ -377,3 +377,20 @@ def test_window_is_a_days_range() -> None:
     # Guard for the integration tests' arithmetic: the scrape day is a Friday.
     assert TODAY.weekday() == 4
     assert TODAY + timedelta(days=1) == date(2025, 7, 12)
+
+
+def test_packed_answers_unpack_equal_and_pivot_to_the_same_rows() -> None:
+    """The fetcher holds a listing's flattened answers packed until the pivot."""
+    window = sync_window(TODAY, first_run=True)
+    listing = listing_of(ACCOUNT, 0)
+    plan = plan_listing_requests(listing.listing_id, window, TODAY)
+    flattened = [pipeline.flatten_response(r, answer(r)) for r in plan]
+    packed = [pipeline.pack(f) for f in flattened]
+    assert [pipeline.unpack(p) for p in packed] == flattened
+    assert all(p.request is f.request for p, f in zip(packed, flattened, strict=True))
+    who = {"account_id": ACCOUNT.account_id, "listing": listing, "scrape_day": TODAY}
+    assert pipeline.pivot_listing(
+        (pipeline.unpack(p) for p in packed), **who
+    ) == pipeline.pivot_listing(flattened, **who)
+    # one bytes object an answer, a few KiB: what is held per listing in flight
+    assert sum(len(p.data) for p in packed) < 64 * 1024
