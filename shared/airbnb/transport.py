@@ -167,6 +167,11 @@ class CurlTransport:
                 if exc.code == CurlECode.OPERATION_TIMEDOUT:
                     raise TransportTimeout(str(exc)) from None
                 raise TransportError(str(exc)) from None
+            except BaseException:
+                # Cancelled mid-transfer (a fetcher stopping): the handle is still in the
+                # multi handle, and curl would write into the buffers freed below.
+                multi.remove_handle(curl)
+                raise
             finally:
                 # Frees this request's header list and drops the buffers' handles; the
                 # impersonation and the other options stay for the next request.
