@@ -365,13 +365,18 @@ async def sync_listing(
         await record_failed_listing(deps, req, listing, str(exc))
         return
     async with deps.publish_slots:
-        await publish_listing(deps, req, listing, answers)
+        await publish_listing(deps, req, listing, answers, key)
 
 
 async def publish_listing(
-    deps: SyncDeps, req: SyncRequest, listing: Listing, answers: list[pipeline.Packed]
+    deps: SyncDeps,
+    req: SyncRequest,
+    listing: Listing,
+    answers: list[pipeline.Packed],
+    progress_key: str,
 ) -> None:
-    """Pivot one fetched listing, publish its chunks and its result, and record it."""
+    """Pivot one fetched listing, publish its chunks and its result, and record it
+    under ``progress_key``."""
     try:
         tables = listing_tables(req, listing, answers)
         answers.clear()  # the rows hold what is needed of them
@@ -397,7 +402,7 @@ async def publish_listing(
     await publish_result(deps.js, result)
     # Only now: a crash before this line re-fetches the listing, and the same msg ids
     # make JetStream drop what was already published.
-    await deps.kv.put(topology.fetch_progress_key(req.job_id, listing.listing_id), KV_PUBLISHED)
+    await deps.kv.put(progress_key, KV_PUBLISHED)
     LISTINGS_FETCHED.labels("published").inc()
     for table, n in result.rows.items():
         ROWS_PUBLISHED.labels(table).inc(n)
